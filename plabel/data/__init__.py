@@ -1,0 +1,1 @@
+"""Data: image sources (embedded, torchvision, Hugging Face, idx) and what is built on them."""

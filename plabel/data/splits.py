@@ -1,0 +1,165 @@
+"""Seeded stratified split into labeled / unlabeled pool / test, and the torch Datasets over it.
+
+The unlabeled pool is addressed by *pool index* 0..N-1 everywhere (scores, selections, files);
+``Splits.pool_source_indices`` maps a pool index to the sample in the training source. The
+pool keeps its true labels for diagnostics (pseudo-label precision) only; training reads the
+pseudo-labels given to :class:`IndexedImages`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from plabel.config import ConfigError, DataConfig
+from plabel.data.sources import ImageSource, open_source
+
+
+@dataclass
+class Splits:
+    train_source: ImageSource
+    test_source: ImageSource
+    labeled_source_indices: torch.Tensor  # (n_labeled,) indices into train_source
+    pool_source_indices: torch.Tensor  # (pool_size,) indices into train_source, ascending
+    test_source_indices: torch.Tensor  # (n_test,) indices into test_source
+    num_classes: int
+
+    @property
+    def pool_size(self) -> int:
+        return int(self.pool_source_indices.numel())
+
+    @property
+    def pool_labels(self) -> torch.Tensor:
+        """True labels of the pool, for diagnostics only."""
+        return self.train_source.labels[self.pool_source_indices]
+
+
+def _stratified_take(labels: torch.Tensor, counts: dict[int, int], generator: torch.Generator) -> torch.Tensor:
+    taken = []
+    for c, n in counts.items():
+        members = torch.nonzero(labels == c).flatten()
+        perm = members[torch.randperm(members.numel(), generator=generator)]
+        taken.append(perm[:n])
+    return torch.sort(torch.cat(taken)).values if taken else torch.empty(0, dtype=torch.long)
+
+
+def make_splits(cfg: DataConfig, seed: int) -> Splits:
+    """Open the sources and split them; every process computes the same split from ``seed``."""
+    train = open_source(cfg.train, "data.train")
+    labels = train.labels
+    num_classes = train.num_classes
+    generator = torch.Generator().manual_seed(seed)
+    available = torch.ones(len(train), dtype=torch.bool)
+
+    if cfg.test.source == "holdout":
+        test = train
+        n = len(train)
+        if cfg.test_holdout >= n:
+            raise ConfigError(f"data.test_holdout: {cfg.test_holdout} is not below the {n} samples of {train.description}")
+        class_counts = torch.bincount(labels, minlength=num_classes)
+        # Proportional to class size, so the test set mirrors the training distribution.
+        quota = {c: int(round(cfg.test_holdout * int(class_counts[c]) / n)) for c in range(num_classes)}
+        test_indices = _stratified_take(labels, quota, generator)
+        available[test_indices] = False
+    else:
+        test = open_source(cfg.test, "data.test")
+        test_indices = torch.arange(len(test))
+        if test.num_classes > num_classes or (test.labels.numel() and int(test.labels.max()) >= num_classes):
+            raise ConfigError(
+                f"data.test: test labels go up to {int(test.labels.max())} but the training data has {num_classes} classes"
+            )
+        if (test.channels, test.image_size) != (train.channels, train.image_size):
+            raise ConfigError(
+                f"data.test: images are {test.channels}x{test.image_size} but training images are {train.channels}x{train.image_size}"
+            )
+
+    remaining = labels.clone()
+    remaining[~available] = -1
+    per_class = torch.bincount(remaining[available], minlength=num_classes)
+    for c in range(num_classes):
+        have = int(per_class[c])
+        if have == 0:
+            raise ConfigError(
+                f"data.train: class {c} has no sample left to label (of {num_classes} classes); check the label column or lower data.test_holdout"
+            )
+        if have < cfg.labeled_per_class:
+            raise ConfigError(
+                f"data.labeled_per_class: {cfg.labeled_per_class} requested but class {c} has only {have} samples available; lower it"
+            )
+    labeled_indices = _stratified_take(remaining, {c: cfg.labeled_per_class for c in range(num_classes)}, generator)
+    available[labeled_indices] = False
+
+    pool_indices = torch.nonzero(available).flatten()
+    if cfg.pool_limit is not None and pool_indices.numel() > cfg.pool_limit:
+        keep = torch.randperm(pool_indices.numel(), generator=generator)[: cfg.pool_limit]
+        pool_indices = torch.sort(pool_indices[keep]).values
+    if pool_indices.numel() == 0:
+        raise ConfigError(
+            "data.labeled_per_class: no sample is left for the unlabeled pool; lower labeled_per_class or data.test_holdout"
+        )
+    return Splits(train, test, labeled_indices, pool_indices, test_indices, num_classes)
+
+
+def build_transform(channels: int, augment: str, train: bool) -> v2.Transform:
+    """uint8 (C,H,W) image -> normalised float32, with training augmentation when ``train``."""
+    steps: list[v2.Transform] = []
+    if train and augment != "none":
+        if channels == 1:
+            # Digits: small shifts/rotations keep the class; flips would not.
+            if augment == "light":
+                steps.append(v2.RandomAffine(degrees=10, translate=(0.1, 0.1)))
+            else:
+                steps.append(v2.RandomAffine(degrees=15, translate=(0.12, 0.12), scale=(0.85, 1.15), shear=10))
+        else:
+            steps += [v2.RandomCrop(32, padding=4, padding_mode="reflect"), v2.RandomHorizontalFlip()]
+            if augment == "strong":
+                steps.append(v2.ColorJitter(0.4, 0.4, 0.4, 0.1))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * channels, [0.5] * channels)]
+    return v2.Compose(steps)
+
+
+class IndexedImages(Dataset):
+    """(image, label, position) triples over a subset of a source.
+
+    ``position`` is the item's index in this dataset (for the pool: the pool index), carried
+    through loaders so per-sample results land at the right place whatever the sharding.
+    """
+
+    def __init__(
+        self,
+        source: ImageSource,
+        source_indices: torch.Tensor,
+        transform: v2.Transform,
+        labels: torch.Tensor | None = None,
+    ) -> None:
+        self.source = source
+        self.source_indices = source_indices
+        self.transform = transform
+        self.labels = source.labels[source_indices] if labels is None else labels
+        assert self.labels.numel() == source_indices.numel()
+
+    def __len__(self) -> int:
+        return int(self.source_indices.numel())
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int, int]:
+        image = self.source.image(int(self.source_indices[position]))
+        return self.transform(image), int(self.labels[position]), position
+
+
+class Repeated(Dataset):
+    """``base`` cycled to ``length`` items, so an epoch is a fixed number of steps however
+    small the labeled set is (100 labels would otherwise be under two batches)."""
+
+    def __init__(self, base: Dataset, length: int) -> None:
+        self.base = base
+        self.length = length
+        self.base_len = len(base)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int):  # type: ignore[no-untyped-def]
+        return self.base[i % self.base_len]

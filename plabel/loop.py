@@ -1,0 +1,212 @@
+"""Training one round and scoring a dataset: the two passes every round makes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from accelerate import Accelerator
+from accelerate.data_loader import prepare_data_loader
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from plabel.config import PseudoConfig, TrainConfig
+from plabel.data.splits import Repeated
+from plabel.distributed import gather_pool, mean_across_processes, shard_range, sync_buffers
+from plabel.loss import combined_loss
+from plabel.schedule import alpha_at, lr_at
+from plabel.scoring import entropy, margin, max_probability
+
+
+@dataclass
+class RoundPosition:
+    """Where training stands; enough to replay the same batches after a restart."""
+
+    round_index: int
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+
+
+def seed_step(seed: int, position: RoundPosition, process_index: int) -> None:
+    """Seed augmentation and dropout for one step on one process.
+
+    Seeding per step (not once per run) makes a step's randomness a function of where it is,
+    so a run restarted mid-epoch replays exactly what it would have done.
+    """
+    key = (((seed * 1_000 + position.round_index) * 10_000 + position.epoch) * 100_000 + position.step_in_epoch) * 1_024
+    torch.manual_seed((key + process_index) % (2**63 - 1))
+
+
+def make_train_loader(
+    accelerator: Accelerator, dataset: Dataset, batch_size: int, steps: int, seed: int, num_workers: int
+) -> DataLoader:
+    """A per-process loader that yields exactly ``steps`` batches of ``batch_size`` per epoch.
+
+    The dataset is cycled to steps x batch x processes items and sharded by Accelerate with a
+    seedable sampler, so ``set_epoch`` fixes the order on every process.
+    """
+    length = steps * batch_size * accelerator.num_processes
+    loader = DataLoader(
+        Repeated(dataset, length),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=num_workers,
+        pin_memory=accelerator.device.type == "cuda",
+    )
+    # The module-level helper (not accelerator.prepare) because the pseudo-labeled set changes
+    # every round and these loaders carry no state worth checkpointing: position is all we need.
+    return prepare_data_loader(
+        loader,
+        device=accelerator.device,
+        num_processes=accelerator.num_processes,
+        process_index=accelerator.process_index,
+        put_on_device=True,
+        use_seedable_sampler=True,
+        data_seed=seed,
+    )
+
+
+def train_round(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    labeled: Dataset,
+    pseudo: Optional[Dataset],
+    train_cfg: TrainConfig,
+    pseudo_cfg: PseudoConfig,
+    seed: int,
+    position: RoundPosition,
+    log: Callable[[dict[str, float], int], None],
+    log_every: int,
+) -> RoundPosition:
+    """Train one round from ``position``; return the position after its last step."""
+    steps = train_cfg.steps_per_epoch
+    total_steps = train_cfg.epochs * steps
+    labeled_loader = make_train_loader(accelerator, labeled, train_cfg.batch_size, steps, seed, 0)
+    pseudo_loader = (
+        make_train_loader(accelerator, pseudo, train_cfg.pseudo_batch_size, steps, seed + 1, 0)
+        if pseudo is not None and len(pseudo) > 0  # type: ignore[arg-type]
+        else None
+    )
+    model.train()
+    progress = tqdm(
+        total=total_steps,
+        initial=position.epoch * steps + position.step_in_epoch,
+        desc=f"round {position.round_index}",
+        disable=not accelerator.is_local_main_process,
+        leave=False,
+    )
+    while position.epoch < train_cfg.epochs:
+        epoch_id = position.round_index * 10_000 + position.epoch
+        alpha = alpha_at(
+            position.epoch, pseudo_cfg.alpha_schedule, pseudo_cfg.alpha_max,
+            pseudo_cfg.alpha_ramp_epochs, pseudo_cfg.lee_t1, pseudo_cfg.lee_t2,
+        ) if pseudo_loader is not None else 0.0
+        labeled_loader.set_epoch(epoch_id)
+        labeled_iter = iter(labeled_loader)
+        pseudo_iter = None
+        if pseudo_loader is not None:
+            pseudo_loader.set_epoch(epoch_id)
+            pseudo_iter = iter(pseudo_loader)
+        # Replaying a partly done epoch: the sampler order is fixed by set_epoch, so skipping
+        # the first batches lands on the same samples.
+        for _ in range(position.step_in_epoch):
+            next(labeled_iter)
+            if pseudo_iter is not None:
+                next(pseudo_iter)
+        while position.step_in_epoch < steps:
+            seed_step(seed, position, accelerator.process_index)
+            x_l, y_l, _ = next(labeled_iter)
+            lr = lr_at(position.epoch * steps + position.step_in_epoch, total_steps, train_cfg.lr, train_cfg.lr_schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if pseudo_iter is not None:
+                x_p, y_p, _ = next(pseudo_iter)
+                # One forward over both batches: BatchNorm sees the same mix it is evaluated on.
+                logits = model(torch.cat([x_l, x_p]))
+                loss, loss_l, loss_p = combined_loss(logits[: len(x_l)], y_l, logits[len(x_l):], y_p, alpha)
+            else:
+                loss, loss_l, loss_p = combined_loss(model(x_l), y_l, None, None, 0.0)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            optimizer.step()
+            position.step_in_epoch += 1
+            position.global_step += 1
+            progress.update(1)
+            if position.global_step % log_every == 0:
+                log(
+                    {
+                        "train/loss": mean_across_processes(accelerator, loss.item()),
+                        "train/loss_labeled": mean_across_processes(accelerator, loss_l.item()),
+                        "train/loss_pseudo": mean_across_processes(accelerator, loss_p.item()),
+                        "train/alpha": alpha,
+                        "train/lr": lr,
+                        "train/round": position.round_index,
+                        "train/epoch": position.epoch,
+                    },
+                    position.global_step,
+                )
+        position.epoch += 1
+        position.step_in_epoch = 0
+    progress.close()
+    return position
+
+
+@torch.no_grad()
+def score_dataset(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    dataset: Dataset,
+    batch_size: int,
+    eps: float,
+    num_workers: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Score every sample of ``dataset`` once; return dataset-sized arrays on every process.
+
+    Each process scores its contiguous shard (no padded duplicates) with the bare model in eval
+    mode; results are written at their dataset position. Keys: entropy (bits), prediction
+    (argmax), label (the dataset's label: true label for the pool, diagnostics only),
+    max_probability, margin. Used for the pool and for the test set alike.
+    """
+    size = len(dataset)  # type: ignore[arg-type]
+    bare = accelerator.unwrap_model(model)
+    # DDP leaves each process with its own BatchNorm running statistics after the last step;
+    # score with the main process's so every shard sees the same model.
+    sync_buffers(accelerator, bare)
+    was_training = bare.training
+    bare.eval()
+    shard = shard_range(accelerator, size)
+    loader = DataLoader(
+        Subset(dataset, shard), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        pin_memory=accelerator.device.type == "cuda",
+    )
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("index", "entropy", "prediction", "label", "max_probability", "margin")}
+    for x, y, index in loader:
+        with accelerator.autocast():
+            logits = bare(x.to(accelerator.device, non_blocking=True))
+        logits = logits.float()
+        parts["index"].append(index)
+        parts["entropy"].append(entropy(logits, eps).cpu())
+        parts["prediction"].append(logits.argmax(dim=1).cpu())
+        parts["label"].append(y)
+        parts["max_probability"].append(max_probability(logits).cpu())
+        parts["margin"].append(margin(logits).cpu())
+    bare.train(was_training)
+    local = {k: (torch.cat(v) if v else torch.empty(0)) for k, v in parts.items()}
+    local["index"] = local["index"].long()
+    local["prediction"] = local["prediction"].long()
+    local["label"] = local["label"].long()
+    for key in ("entropy", "max_probability", "margin"):
+        local[key] = local[key].float()
+    index = local.pop("index")
+    return gather_pool(accelerator, index, local, size)
+
+
+def accuracy(scores: dict[str, torch.Tensor]) -> float:
+    """Share of samples whose prediction equals their label."""
+    n = scores["label"].numel()
+    return float((scores["prediction"] == scores["label"]).sum()) / n if n else math.nan

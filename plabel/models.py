@@ -1,0 +1,47 @@
+"""Classifiers chosen by ``model.name``. Plain nn.Modules: no parallelism in here."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+
+class SmallCNN(nn.Module):
+    """Two conv blocks and a two-layer head for 28x28 inputs (about 0.46 M parameters)."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),  # 14x14
+            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+            nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),  # 7x7 for 28x28 inputs
+            nn.AdaptiveAvgPool2d(7),  # a no-op at 28x28; lets 32x32 inputs through too
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * 7 * 7, 128), nn.ReLU(inplace=True),
+            nn.Dropout(0.3), nn.Linear(128, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def cifar_resnet18(in_channels: int = 3, num_classes: int = 10) -> nn.Module:
+    """torchvision's ResNet-18 with the usual CIFAR stem: 3x3 stride-1 conv and no max-pool,
+    so 32x32 inputs keep enough resolution for the later stages."""
+    model = resnet18(num_classes=num_classes)
+    model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+def build_model(name: str, in_channels: int, num_classes: int) -> nn.Module:
+    if name == "small_cnn":
+        return SmallCNN(in_channels, num_classes)
+    if name == "resnet18":
+        return cifar_resnet18(in_channels, num_classes)
+    raise ValueError(f"model.name: unknown model {name!r}; choose small_cnn or resnet18")

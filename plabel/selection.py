@@ -1,0 +1,87 @@
+"""Choosing which pool samples get pseudo-labels. Pure tensor functions on pool-sized arrays.
+
+Every function here sees the scores of the *whole* pool, indexed by pool position, so the
+result does not depend on how the pool was sharded. Ties are broken by pool index (lower
+first), and non-finite scores are never selected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def num_to_select(pool_size: int, percent: float) -> int:
+    """floor(pool_size * percent / 100); the tiny slack absorbs float error (20% of 3900 = 780)."""
+    return min(pool_size, int(pool_size * percent / 100.0 + 1e-9))
+
+
+def select_lowest(scores: torch.Tensor, k: int, eligible: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices of the ``k`` lowest finite scores among ``eligible`` (bool mask), ties by index.
+
+    Returns the chosen indices in ascending index order. Fewer than ``k`` come back when fewer
+    eligible finite scores exist.
+    """
+    finite = torch.isfinite(scores)
+    mask = finite if eligible is None else finite & eligible
+    candidates = torch.nonzero(mask, as_tuple=False).flatten()  # ascending index order
+    if k <= 0 or candidates.numel() == 0:
+        return candidates[:0]
+    # A stable sort keeps equal scores in candidate (= index) order: the tie-break by index.
+    order = torch.sort(scores[candidates], stable=True).indices
+    return torch.sort(candidates[order[:k]]).values
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Pseudo-labeled subset of the pool: ascending pool indices and their labels."""
+
+    indices: torch.Tensor  # (n_selected,) int64
+    labels: torch.Tensor  # (n_selected,) int64
+
+    @staticmethod
+    def empty() -> "Selection":
+        return Selection(torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long))
+
+    def __len__(self) -> int:
+        return int(self.indices.numel())
+
+
+def select_pseudo_labels(
+    scores: torch.Tensor,
+    predictions: torch.Tensor,
+    percent: float,
+    num_classes: int,
+    class_balanced: bool = False,
+    previous: Selection | None = None,
+) -> Selection:
+    """Lowest-score ``percent`` of the pool with argmax labels.
+
+    ``scores`` and ``predictions`` are (pool_size,). Global mode picks floor(N*k/100) samples.
+    Class-balanced mode picks floor(n_c*k/100) in each predicted class c, so a class the model
+    is unsure of is not crowded out. With ``previous`` (accumulating rounds), earlier picks keep
+    their first labels and count toward the targets; only the shortfall is filled from the rest.
+    """
+    pool_size = scores.numel()
+    labels_now = predictions.clone()
+    frozen = torch.zeros(pool_size, dtype=torch.bool)
+    if previous is not None and len(previous):
+        frozen[previous.indices] = True
+        labels_now[previous.indices] = previous.labels
+    chosen = [previous.indices] if previous is not None and len(previous) else []
+    if class_balanced:
+        for c in range(num_classes):
+            in_class = labels_now == c
+            target = num_to_select(int(in_class.sum()), percent)
+            shortfall = target - int((frozen & in_class).sum())
+            if shortfall > 0:
+                chosen.append(select_lowest(scores, shortfall, in_class & ~frozen))
+    else:
+        shortfall = num_to_select(pool_size, percent) - int(frozen.sum())
+        if shortfall > 0:
+            chosen.append(select_lowest(scores, shortfall, ~frozen))
+    if not chosen:
+        return Selection.empty()
+    indices = torch.sort(torch.cat(chosen)).values
+    return Selection(indices, labels_now[indices])

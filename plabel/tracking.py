@@ -1,0 +1,149 @@
+"""Metrics: Weights & Biases through Accelerate's tracker API, plus files readable without W&B.
+
+Only the main process writes (Accelerate instantiates trackers there alone). Every logged dict
+also lands in ``metrics.jsonl``; the final numbers in ``summary.json``. A compute node without
+internet must never block or crash on W&B: ``auto`` goes offline unless credentials exist,
+and a failing online start falls back to offline with one warning line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import netrc
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from accelerate import Accelerator
+
+from plabel.config import TrackingConfig
+
+
+def has_wandb_credentials() -> bool:
+    """True when an API key is in the environment or in ~/.netrc (what `wandb login` writes)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        hosts = netrc.netrc().hosts
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+    return any("wandb" in host for host in hosts)
+
+
+def resolve_wandb_mode(cfg: TrackingConfig) -> str:
+    """online / offline / disabled. In auto mode a WANDB_MODE set in the environment (e.g. by a
+    cluster profile) decides; otherwise credentials do. An explicit config mode always wins."""
+    if cfg.mode != "auto":
+        return cfg.mode
+    env_mode = os.environ.get("WANDB_MODE")
+    if env_mode in ("online", "offline", "disabled"):
+        return env_mode
+    return "online" if has_wandb_credentials() else "offline"
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class RunLogger:
+    """Sends metric dicts to the trackers and appends them to ``metrics.jsonl``."""
+
+    def __init__(self, accelerator: Accelerator, out_dir: Path, wandb_mode: str) -> None:
+        self.accelerator = accelerator
+        self.out_dir = out_dir
+        self.wandb_mode = wandb_mode
+        self._file = open(out_dir / "metrics.jsonl", "a") if accelerator.is_main_process else None
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        """Scalars only; ``step`` is the global optimizer step, increasing across rounds."""
+        if not self.accelerator.is_main_process:
+            return
+        clean = {k: _jsonable(v) for k, v in metrics.items()}
+        self.accelerator.log(clean, step=step)
+        assert self._file is not None
+        self._file.write(json.dumps({"step": step, **clean}) + "\n")
+        self._file.flush()
+
+    def log_rich(self, objects: dict[str, Any], step: int) -> None:
+        """W&B-only objects (histograms, images, tables); skipped when W&B is off."""
+        if not self.accelerator.is_main_process or self.wandb_mode == "disabled":
+            return
+        try:
+            run = self.accelerator.get_tracker("wandb", unwrap=True)
+        except (ValueError, KeyError):
+            return
+        if hasattr(run, "log"):
+            run.log(objects, step=step)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")
+        if self.wandb_mode != "disabled":
+            scalars = {k: _jsonable(v) for k, v in summary.items() if isinstance(v, (int, float, str))}
+            try:
+                run = self.accelerator.get_tracker("wandb", unwrap=True)
+                if hasattr(run, "summary"):
+                    run.summary.update(scalars)
+            except (ValueError, KeyError):
+                pass
+
+    def offline_run_dir(self) -> Optional[Path]:
+        if self.wandb_mode != "offline" or not self.accelerator.is_main_process:
+            return None
+        try:
+            run = self.accelerator.get_tracker("wandb", unwrap=True)
+        except (ValueError, KeyError):
+            return None
+        run_dir = getattr(run, "dir", None)
+        return Path(run_dir).parent if run_dir else None
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.accelerator.end_training()
+
+
+def start_trackers(
+    accelerator: Accelerator,
+    cfg: TrackingConfig,
+    wandb_mode: str,
+    run_name: str,
+    out_dir: Path,
+    flat_config: dict[str, Any],
+) -> RunLogger:
+    """Start the trackers given to the Accelerator (``log_with``) and return the run logger."""
+    init_kwargs: dict[str, Any] = {}
+    if wandb_mode != "disabled":
+        wandb_dir = Path(cfg.wandb_dir) if cfg.wandb_dir else out_dir
+        wandb_dir.mkdir(parents=True, exist_ok=True)
+        import wandb
+
+        init_kwargs["wandb"] = {
+            "entity": cfg.entity,
+            "group": cfg.group,
+            "name": cfg.run_name or run_name,
+            "tags": cfg.tags or None,
+            "notes": cfg.notes,
+            "dir": str(wandb_dir),
+            "mode": wandb_mode,
+            # Bounded wait: a node without internet must not hang at start.
+            "settings": wandb.Settings(init_timeout=60, silent=True),
+        }
+    try:
+        accelerator.init_trackers(cfg.project, config=flat_config, init_kwargs=init_kwargs)
+    except Exception as err:  # network/auth failure of an online start: keep training, offline
+        if wandb_mode != "online":
+            raise
+        accelerator.print(f"W&B online start failed ({type(err).__name__}: {err}); continuing offline")
+        accelerator.trackers = []
+        wandb_mode = "offline"
+        init_kwargs["wandb"]["mode"] = "offline"
+        accelerator.init_trackers(cfg.project, config=flat_config, init_kwargs=init_kwargs)
+    return RunLogger(accelerator, out_dir, wandb_mode)

@@ -1,0 +1,111 @@
+"""Config loading: precedence, types, ranges, --help, one-line errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from plabel.cli import parse_overrides, build_parser, resolve_config
+from plabel.config import ConfigError, RunConfig, diff_configs, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_validate():
+    cfg = load_config(None)
+    assert isinstance(cfg, RunConfig)
+    assert cfg.data.train.source == "embedded" and cfg.data.test.source == "holdout"
+    assert cfg.data.test.split == "test"
+
+
+def test_precedence_defaults_file_cli(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  epochs: 3\n  lr: 0.01\ndata:\n  test:\n    source: idx\n    root: somewhere\n")
+    cfg, name = resolve_config(["--config", str(f), "--train.epochs", "7", "pseudo.rounds=2", "--pseudo.top_k_percent", "[10, 20]"])
+    assert name == "c"
+    assert cfg.train.epochs == 7  # CLI beats file
+    assert cfg.train.lr == 0.01  # file beats default
+    assert cfg.train.batch_size == RunConfig().train.batch_size  # default kept
+    assert cfg.data.test.source == "idx" and cfg.data.test.split == "test"  # nested default kept
+    assert cfg.pseudo.top_k_percent == [10.0, 20.0]
+
+
+def test_string_fields_keep_text():
+    args = build_parser().parse_args(["--tracking.run_name", "007", "--tracking.entity", "null"])
+    out = parse_overrides(args)
+    assert out["tracking.run_name"] == "007"
+    assert out["tracking.entity"] is None
+
+
+@pytest.mark.parametrize(
+    "overrides,field",
+    [
+        ({"bogus": 1}, "bogus"),
+        ({"train.bogus": 1}, "train.bogus"),
+        ({"train.epochs": "ten"}, "train.epochs"),
+        ({"train.epochs": 1.5}, "train.epochs"),
+        ({"train.epochs": -1}, "train.epochs"),
+        ({"train.batch_size": 0}, "train.batch_size"),
+        ({"pseudo.top_k_percent": 0}, "pseudo.top_k_percent"),
+        ({"pseudo.top_k_percent": 100.5}, "pseudo.top_k_percent"),
+        ({"pseudo.top_k_percent": [10, 20]}, "pseudo.top_k_percent"),  # 4 rounds by default
+        ({"model.name": "vit"}, "model.name"),
+        ({"data.train.source": "ftp"}, "data.train.source"),
+        ({"data.train.source": "torchvision", "data.train.name": "imagenet"}, "data.train.name"),
+        ({"data.labeled_per_class": 0}, "data.labeled_per_class"),
+        ({"pseudo.alpha_schedule": "lee", "pseudo.lee_t1": 5, "pseudo.lee_t2": 5}, "pseudo.lee_t2"),
+        ({"train.lr": 0}, "train.lr"),
+        ({"data.augment": True}, "data.augment"),
+    ],
+)
+def test_bad_values_name_the_field(overrides, field):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    message = str(err.value)
+    assert message.startswith(field + ":"), message
+    assert "\n" not in message
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="--config: file"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_diff_configs_lists_changed_fields():
+    a = load_config(None).to_dict()
+    b = load_config(None, {"train.epochs": 3, "seed": 5}).to_dict()
+    assert diff_configs(a, b) == ["seed", "train.epochs"]
+
+
+def test_shipped_configs_load():
+    names = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
+    assert {"default.yaml", "mnist.yaml", "fashion_mnist.yaml", "cifar10.yaml"} <= set(names)
+    for p in (ROOT / "configs").glob("*.yaml"):
+        first = p.read_text().splitlines()[0]
+        assert first.startswith("# accelerate launch") and "train.py --config configs/" + p.name in first, (
+            f"{p.name} must start with the command that runs it"
+        )
+        load_config(p)
+    # configs/default.yaml spells out the built-in defaults.
+    assert load_config(ROOT / "configs/default.yaml").to_dict() == load_config(None).to_dict()
+
+
+def test_cli_error_is_one_line_and_exit_2():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--pseudo.top_k_percent", "150"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "train.py: error: pseudo.top_k_percent: 150.0 is outside (0, 100]"
+
+
+def test_help_lists_every_option_with_default():
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    assert "--pseudo.top_k_percent" in proc.stdout and "--data.train.source" in proc.stdout
+    assert "(default: 10)" in proc.stdout  # epochs

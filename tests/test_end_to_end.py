@@ -1,0 +1,164 @@
+"""train.py end to end on tiny data: 1 and 2 processes, outputs, tracker keys, W&B offline."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.tracking import GeneralTracker
+from safetensors.torch import load_file
+
+from distributed_harness import run_processes
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--data.pool_limit", "300", "--data.test_holdout", "200", "--data.labeled_per_class", "5",
+    "--train.epochs", "2", "--train.steps_per_epoch", "3", "--train.batch_size", "16",
+    "--train.pseudo_batch_size", "16", "--pseudo.rounds", "2", "--pseudo.top_k_percent", "[30, 60]",
+    "--tracking.log_every", "2",
+]
+ROUND_KEYS = {
+    "round/test_accuracy", "round/pseudo_labeled", "select/pseudo_label_precision", "select/num_selected",
+    "select/entropy_selected_mean", "select/entropy_rest_mean", "select/class_0", "select/nonfinite_scores",
+}
+STEP_KEYS = {"train/loss", "train/loss_labeled", "train/loss_pseudo", "train/alpha", "train/lr"}
+
+
+def _env(**extra):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+    env.pop("WANDB_MODE", None)
+    return env
+
+
+def _train(args, processes=1, **env):
+    if processes == 1:
+        cmd = [sys.executable, str(ROOT / "train.py"), *args]
+    else:
+        cmd = [
+            sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "launch/cpu_2proc.yaml"),
+            "--num_processes", str(processes), "--main_process_port", str(_free_port()), str(ROOT / "train.py"), *args,
+        ]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=_env(**env), timeout=600)
+
+
+def _free_port():
+    from distributed_harness import free_port
+
+    return free_port()
+
+
+def _check_outputs(out: Path, processes: int):
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_processes"] == processes
+    assert [r["round_index"] for r in summary["rounds"]] == [0, 1, 2]
+    assert summary["baseline_accuracy"] == summary["rounds"][0]["test_accuracy"]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    keys = set().union(*records)
+    assert ROUND_KEYS <= keys and STEP_KEYS <= keys
+    steps = [r["step"] for r in records]
+    assert steps == sorted(steps), "steps must increase across rounds"
+    for round_index, expected_rows in ((1, None), (2, None)):
+        with open(out / f"pseudo_labels_round{round_index:02d}.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert list(rows[0]) == ["pool_index", "source_index", "pseudo_label", "entropy", "true_label"]
+        assert len(rows) == summary["rounds"][round_index]["pseudo_labeled"]
+        pool_indices = [int(r["pool_index"]) for r in rows]
+        assert pool_indices == sorted(set(pool_indices)) and 0 <= pool_indices[0] and pool_indices[-1] < 300
+        precision = sum(r["pseudo_label"] == r["true_label"] for r in rows) / len(rows)
+        assert precision == pytest.approx(summary["rounds"][round_index]["pseudo_label_precision"])
+    # Class-balanced 30% of a 300 pool: floor(n_c * 0.3) per predicted class, so at most 90.
+    assert 0 < summary["rounds"][1]["pseudo_labeled"] <= 90
+    weights = load_file(str(out / "model.safetensors"))
+    assert weights["head.5.weight"].shape == (10, 128)
+    config = (out / "config.yaml").read_text()
+    assert "pool_limit: 300" in config and f"output_dir: {out}" in config
+    return summary
+
+
+def test_train_one_process_writes_outputs(tmp_path):
+    out = tmp_path / "run"
+    proc = _train([*TINY, "--tracking.mode", "disabled", "--output_dir", str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _check_outputs(out, 1)
+    assert "round | k%" in proc.stdout and "baseline" in proc.stdout
+
+
+def test_train_two_processes_writes_outputs(tmp_path):
+    out = tmp_path / "run2"
+    proc = _train([*TINY, "--tracking.mode", "disabled", "--output_dir", str(out)], processes=2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _check_outputs(out, 2)
+    assert proc.stdout.count("plabel run ->") == 1  # printed by the main process only
+
+
+def test_refuses_to_reuse_an_output_folder(tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    proc = _train([*TINY, "--tracking.mode", "disabled", "--output_dir", str(out)])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"train.py: error: output_dir: {out} already holds files from another run; "
+        "pass a new --output_dir (plabel never overwrites a run)"
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+
+
+def test_wandb_offline_run_and_sync_hint(tmp_path):
+    out = tmp_path / "wb"
+    proc = _train([*TINY, "--pseudo.rounds", "1", "--pseudo.top_k_percent", "30", "--tracking.mode", "auto",
+                   "--output_dir", str(out)], WANDB_API_KEY="", HOME=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, list((out / "wandb").iterdir()) if (out / "wandb").exists() else "no wandb dir"
+    assert any(runs[0].glob("*.wandb"))  # the run's event log, what `wandb sync` uploads
+    assert f"wandb sync {runs[0]}" in proc.stdout
+
+
+class RecordingTracker(GeneralTracker):
+    """Keeps what Accelerate's tracker API hands it."""
+
+    name = "recording"
+    requires_logging_directory = False
+
+    def __init__(self):
+        super().__init__()
+        self.config = None
+        self.logs = []
+
+    @property
+    def tracker(self):
+        return self
+
+    def store_init_configuration(self, values):
+        self.config = dict(values)
+
+    def log(self, values, step=None, **kwargs):
+        self.logs.append((step, dict(values)))
+
+
+def _run_with_recorder(accelerator, out_dir):
+    from plabel.cli import resolve_config
+    from plabel.run import run
+
+    cfg, _ = resolve_config([*TINY, "--tracking.mode", "disabled", "--output_dir", out_dir])
+    recorder = RecordingTracker()
+    run(cfg, extra_trackers=[recorder])
+    return recorder.config, recorder.logs
+
+
+def test_tracker_gets_config_and_per_round_keys_from_main_process_only(tmp_path):
+    results = run_processes(_run_with_recorder, 2, str(tmp_path / "rec"), timeout=300)
+    (config, logs), (config_other, logs_other) = results
+    assert logs_other == [] and config_other is None  # rank 1 never logs
+    assert config["pseudo.top_k_percent"] == [30.0, 60.0] and config["output_dir"] == str(tmp_path / "rec")
+    round_logs = [values for _, values in logs if "round/test_accuracy" in values]
+    assert [v["round/index"] for v in round_logs] == [0, 1, 2]
+    assert ROUND_KEYS <= set(round_logs[1])
+    assert STEP_KEYS <= set().union(*(values for _, values in logs))
+    alphas = [values["train/alpha"] for _, values in logs if "train/alpha" in values and values["train/round"] == 1]
+    assert alphas[0] == 0.0  # the ramp starts at 0 in a round's first epoch

@@ -1,0 +1,17 @@
+"""Train with entropy-selected pseudo-labels.
+
+    accelerate launch train.py                                # default experiment, every device
+    accelerate launch train.py --config configs/mnist.yaml --train.epochs 5
+    python train.py --help                                    # every option with its default
+
+What happens (plabel/run.py): round 0 trains on the labeled set alone (the supervised
+baseline); each later round scores the unlabeled pool (plabel/loop.py: score_dataset),
+selects the lowest-entropy k% of the whole pool (plabel/selection.py), and trains on
+labeled + pseudo-labeled data with loss = CE(labeled) + alpha * CE(pseudo) (plabel/loss.py,
+plabel/schedule.py). Process count comes from the launcher (launch/), never from the config.
+"""
+
+from plabel.cli import train_main
+
+if __name__ == "__main__":
+    raise SystemExit(train_main())
