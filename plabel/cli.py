@@ -92,6 +92,8 @@ def is_main_launcher_process() -> bool:
 def train_main(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
     from plabel.run import run  # heavy imports after argument parsing, so --help is quick
 
+    from plabel.faults import EXIT_PREEMPTED, Preempted
+
     try:
         cfg, name = resolve_config(argv, prog)
         run(cfg, config_name=name)
@@ -99,6 +101,10 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> 
         if is_main_launcher_process():
             print(f"{prog}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Preempted as stop:
+        if is_main_launcher_process():
+            print(f"{prog}: preempted ({stop}); checkpoint written - run the same command again to resume", file=sys.stderr)
+        return EXIT_PREEMPTED
     return 0
 
 

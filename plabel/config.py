@@ -98,9 +98,11 @@ class ModelConfig:
     name: Literal["small_cnn", "resnet18"] = _f(
         "small_cnn", "small_cnn for 28x28 grayscale; resnet18 (CIFAR stem) for 32x32 colour"
     )
+    num_classes: Optional[int] = _f(None, "output classes; None = from the data (labels must lie in 0..num_classes-1)")
 
     def validate(self) -> None:
-        pass
+        if self.num_classes is not None and self.num_classes < 2:
+            raise ConfigError(f"model.num_classes: must be >= 2, got {self.num_classes}")
 
 
 @dataclass
@@ -196,14 +198,32 @@ class TrackingConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    every_steps: int = _f(0, "also checkpoint every this many optimizer steps (0 = only at epoch and round ends)")
+    keep: int = _f(2, "newest checkpoints kept; older ones are deleted once a newer one is complete")
+
+    def validate(self) -> None:
+        _non_negative("checkpoint.every_steps", self.every_steps)
+        _positive("checkpoint.keep", self.keep)
+
+
+@dataclass
 class RunConfig:
     seed: int = _f(0, "seed for the split, model init, sampling and augmentation")
-    output_dir: Optional[str] = _f(None, "run folder; default runs/<config name>-<timestamp>. Must not hold another run")
+    output_dir: Optional[str] = _f(
+        None, "run folder; default runs/<config name>-seed<seed>. Rerunning the same command resumes there"
+    )
+    resume: str = _f(
+        "auto",
+        "auto: continue the run in output_dir from its newest complete checkpoint; never: refuse an existing "
+        "output_dir; or a checkpoint folder to start from",
+    )
     data: DataConfig = _sub(DataConfig, "data")
     model: ModelConfig = _sub(ModelConfig, "model")
     train: TrainConfig = _sub(TrainConfig, "training")
     pseudo: PseudoConfig = _sub(PseudoConfig, "pseudo-labeling")
     tracking: TrackingConfig = _sub(TrackingConfig, "tracking")
+    checkpoint: CheckpointConfig = _sub(CheckpointConfig, "checkpointing")
     collective_timeout_s: int = _f(600, "seconds a process waits in a collective before the job fails (InitProcessGroupKwargs)")
 
     def validate(self) -> None:
@@ -212,6 +232,9 @@ class RunConfig:
         self.train.validate()
         self.pseudo.validate()
         self.tracking.validate()
+        self.checkpoint.validate()
+        if self.resume not in ("auto", "never") and not Path(self.resume).is_dir():
+            raise ConfigError(f"resume: checkpoint folder {self.resume!r} does not exist; use auto, never, or a <run>/checkpoints/ckpt-NNNNNN folder")
         _positive("collective_timeout_s", self.collective_timeout_s)
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Callable, Optional
 
 import torch
 from accelerate import Accelerator
-from accelerate.data_loader import prepare_data_loader
+from accelerate.data_loader import prepare_data_loader, skip_first_batches
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
@@ -31,10 +31,10 @@ class RoundPosition:
 
 
 def seed_step(seed: int, position: RoundPosition, process_index: int) -> None:
-    """Seed augmentation and dropout for one step on one process.
+    """Seed dropout (and anything else drawing from the global RNG) for one step on one process.
 
-    Seeding per step (not once per run) makes a step's randomness a function of where it is,
-    so a run restarted mid-epoch replays exactly what it would have done.
+    Seeding per step makes a step's randomness a function of where it is, so a run restarted
+    mid-epoch replays exactly what it would have done.
     """
     key = (((seed * 1_000 + position.round_index) * 10_000 + position.epoch) * 100_000 + position.step_in_epoch) * 1_024
     torch.manual_seed((key + process_index) % (2**63 - 1))
@@ -50,7 +50,7 @@ def make_train_loader(
     """
     length = steps * batch_size * accelerator.num_processes
     loader = DataLoader(
-        Repeated(dataset, length),
+        Repeated(dataset, length, seed),
         batch_size=batch_size,
         shuffle=True,
         drop_last=True,
@@ -70,6 +70,11 @@ def make_train_loader(
     )
 
 
+def _set_epoch(loader: DataLoader, epoch_id: int) -> None:
+    loader.set_epoch(epoch_id)  # type: ignore[attr-defined]  # sampler order
+    loader.dataset.set_epoch(epoch_id)  # type: ignore[attr-defined]  # augmentation seeds
+
+
 def train_round(
     accelerator: Accelerator,
     model: torch.nn.Module,
@@ -82,13 +87,19 @@ def train_round(
     position: RoundPosition,
     log: Callable[[dict[str, float], int], None],
     log_every: int,
+    after_step: Callable[[RoundPosition, bool], None] = lambda position, epoch_ended: None,
+    num_workers: int = 0,
 ) -> RoundPosition:
-    """Train one round from ``position``; return the position after its last step."""
+    """Train one round from ``position`` (which may be mid-epoch, after a restart).
+
+    ``after_step(position, epoch_ended)`` runs after every optimizer step with the position
+    already advanced (checkpointing and preemption live there). Returns the final position.
+    """
     steps = train_cfg.steps_per_epoch
     total_steps = train_cfg.epochs * steps
-    labeled_loader = make_train_loader(accelerator, labeled, train_cfg.batch_size, steps, seed, 0)
+    labeled_loader = make_train_loader(accelerator, labeled, train_cfg.batch_size, steps, seed, num_workers)
     pseudo_loader = (
-        make_train_loader(accelerator, pseudo, train_cfg.pseudo_batch_size, steps, seed + 1, 0)
+        make_train_loader(accelerator, pseudo, train_cfg.pseudo_batch_size, steps, seed + 1, num_workers)
         if pseudo is not None and len(pseudo) > 0  # type: ignore[arg-type]
         else None
     )
@@ -106,26 +117,25 @@ def train_round(
             position.epoch, pseudo_cfg.alpha_schedule, pseudo_cfg.alpha_max,
             pseudo_cfg.alpha_ramp_epochs, pseudo_cfg.lee_t1, pseudo_cfg.lee_t2,
         ) if pseudo_loader is not None else 0.0
-        labeled_loader.set_epoch(epoch_id)
-        labeled_iter = iter(labeled_loader)
+        # Replaying a partly done epoch: set_epoch fixes the sampler order, so skipping the
+        # first batches (without loading them) lands on the same samples.
+        _set_epoch(labeled_loader, epoch_id)
+        labeled_iter = iter(skip_first_batches(labeled_loader, position.step_in_epoch))
         pseudo_iter = None
         if pseudo_loader is not None:
-            pseudo_loader.set_epoch(epoch_id)
-            pseudo_iter = iter(pseudo_loader)
-        # Replaying a partly done epoch: the sampler order is fixed by set_epoch, so skipping
-        # the first batches lands on the same samples.
-        for _ in range(position.step_in_epoch):
-            next(labeled_iter)
-            if pseudo_iter is not None:
-                next(pseudo_iter)
-        while position.step_in_epoch < steps:
-            seed_step(seed, position, accelerator.process_index)
+            _set_epoch(pseudo_loader, epoch_id)
+            pseudo_iter = iter(skip_first_batches(pseudo_loader, position.step_in_epoch))
+        epoch = position.epoch
+        while position.epoch == epoch:
             x_l, y_l, _ = next(labeled_iter)
+            x_p, y_p = (None, None)
+            if pseudo_iter is not None:
+                x_p, y_p, _ = next(pseudo_iter)
+            seed_step(seed, position, accelerator.process_index)
             lr = lr_at(position.epoch * steps + position.step_in_epoch, total_steps, train_cfg.lr, train_cfg.lr_schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            if pseudo_iter is not None:
-                x_p, y_p, _ = next(pseudo_iter)
+            if x_p is not None:
                 # One forward over both batches: BatchNorm sees the same mix it is evaluated on.
                 logits = model(torch.cat([x_l, x_p]))
                 loss, loss_l, loss_p = combined_loss(logits[: len(x_l)], y_l, logits[len(x_l):], y_p, alpha)
@@ -134,8 +144,8 @@ def train_round(
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()
-            position.step_in_epoch += 1
             position.global_step += 1
+            position.step_in_epoch += 1
             progress.update(1)
             if position.global_step % log_every == 0:
                 log(
@@ -150,8 +160,11 @@ def train_round(
                     },
                     position.global_step,
                 )
-        position.epoch += 1
-        position.step_in_epoch = 0
+            epoch_ended = position.step_in_epoch == steps
+            if epoch_ended:
+                position.epoch += 1
+                position.step_in_epoch = 0
+            after_step(position, epoch_ended)
     progress.close()
     return position
 

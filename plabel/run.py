@@ -1,8 +1,16 @@
-"""One plabel run: round 0 (supervised baseline), then score -> select -> train per round."""
+"""One plabel run: round 0 (supervised baseline), then score -> select -> train per round.
+
+The run is resumable at any step: its state is (position, finished rounds, current
+selection) plus what Accelerate checkpoints (model, optimizer), and everything random is
+seeded from the position, so a restarted run replays the uninterrupted one exactly.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,13 +23,22 @@ from accelerate import Accelerator
 from accelerate.tracking import GeneralTracker
 from accelerate.utils import InitProcessGroupKwargs
 
-from plabel.config import ConfigError, RunConfig, flatten
+from plabel.checkpoint import (
+    list_checkpoints, load_checkpoint, remove_partial_checkpoints, save_checkpoint, verify_checkpoint, checkpoint_seq,
+)
+from plabel.config import ConfigError, RunConfig, diff_configs, flatten
 from plabel.data.splits import IndexedImages, Splits, build_transform, make_splits
 from plabel.distributed import share_from_main
+from plabel.faults import Preempted, fault_point, install_preemption_handlers, stop_requested
 from plabel.loop import RoundPosition, accuracy, score_dataset, train_round
 from plabel.models import build_model
 from plabel.selection import Selection, select_pseudo_labels
 from plabel.tracking import RunLogger, resolve_wandb_mode, start_trackers
+
+# Fields that may change between a run and its resumption without changing its results.
+RESUME_IGNORES = ("output_dir", "resume", "collective_timeout_s", "data.num_workers")
+RESUME_IGNORE_PREFIXES = ("tracking.", "checkpoint.")
+RUN_INFO = "run_info.json"
 
 
 @dataclass
@@ -32,7 +49,30 @@ class RoundResult:
     pseudo_label_precision: Optional[float]
     test_accuracy: float
     top_k_percent: Optional[float] = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunState:
+    """plabel's part of a checkpoint (JSON). Accelerate holds the model and optimizer."""
+
+    next_round: int = 0
+    mid_round: bool = False  # True: position is inside round next_round, its selection made
+    position: dict[str, int] = field(default_factory=lambda: dataclasses.asdict(RoundPosition(0)))
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    pending_metrics: dict[str, float] = field(default_factory=dict)  # selection metrics, logged at round end
+    seq: int = 0  # sequence number of the last checkpoint written
+    metrics_offset: int = 0  # bytes of metrics.jsonl that belong to this state
+    num_processes: int = 1
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunDir:
+    path: Path
+    status: str  # new | resume | restart | complete
+    checkpoint: Optional[Path] = None
+    wandb_run_id: str = ""
+    notes: list[str] = field(default_factory=list)
 
 
 def build_accelerator(cfg: RunConfig, extra_trackers: Sequence[GeneralTracker] = ()) -> tuple[Accelerator, str]:
@@ -49,26 +89,91 @@ def build_accelerator(cfg: RunConfig, extra_trackers: Sequence[GeneralTracker] =
     return accelerator, wandb_mode
 
 
-def prepare_run_dir(accelerator: Accelerator, cfg: RunConfig, config_name: str) -> Path:
-    """Create the run folder on the main process; refuse one that already holds files."""
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    return [
+        k for k in diff_configs(saved, current, RESUME_IGNORES) if not k.startswith(RESUME_IGNORE_PREFIXES)
+    ]
+
+
+def _differences_message(where: str, saved: dict[str, Any], current: dict[str, Any], names: list[str]) -> str:
+    fs, fc = flatten(saved), flatten(current)
+    shown = "; ".join(f"{n}: {fs.get(n)!r} there, {fc.get(n)!r} now" for n in names[:6])
+    more = f" (+{len(names) - 6} more)" if len(names) > 6 else ""
+    return f"{where} was written by a different configuration ({shown}{more})"
+
+
+def _newest_valid_checkpoint(run_dir: Path, notes: list[str]) -> Optional[Path]:
+    for removed in remove_partial_checkpoints(run_dir):
+        notes.append(f"removed unfinished checkpoint {removed} (the job died while writing it)")
+    for ckpt in list_checkpoints(run_dir):
+        problem = verify_checkpoint(ckpt)
+        if problem is None:
+            return ckpt
+        notes.append(f"skipping corrupt checkpoint: {problem}")
+    return None
+
+
+def _decide_run_dir(cfg: RunConfig, config_name: str, resolved: dict[str, Any]) -> RunDir:
+    """Main process only: where this run writes and whether it starts, resumes or is done."""
+    path = Path(cfg.output_dir) if cfg.output_dir else Path("runs") / f"{config_name}-seed{cfg.seed}"
+    notes: list[str] = []
+    if cfg.resume not in ("auto", "never"):
+        ckpt = Path(cfg.resume)
+        problem = verify_checkpoint(ckpt)
+        if problem is not None:
+            raise ConfigError(f"resume: {problem}; point it at a complete <run>/checkpoints/ckpt-NNNNNN folder")
+        saved = json.loads((ckpt / "plabel_state.json").read_text())["config"]
+        differences = config_differences(saved, resolved)
+        if differences:
+            raise ConfigError("resume: " + _differences_message(str(ckpt), saved, resolved, differences))
+        own_run = ckpt.resolve().parent.parent == path.resolve()
+        if path.exists() and any(path.iterdir()) and not own_run:
+            raise ConfigError(f"output_dir: {path} already holds files; resume into the checkpoint's own run folder or a new one")
+        info = json.loads((ckpt.parent.parent / RUN_INFO).read_text()) if (ckpt.parent.parent / RUN_INFO).is_file() else {}
+        return RunDir(path, "resume", ckpt, info.get("wandb_run_id", secrets.token_hex(4)), notes)
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return RunDir(path, "new", None, secrets.token_hex(4), notes)
+    if not (path / "config.yaml").is_file():
+        raise ConfigError(f"output_dir: {path} already holds files that are not a plabel run; choose a new --output_dir")
+    if cfg.resume == "never":
+        raise ConfigError(f"output_dir: {path} already holds a run and resume is 'never'; choose a new --output_dir")
+    saved = yaml.safe_load((path / "config.yaml").read_text())
+    differences = config_differences(saved, resolved)
+    if differences:
+        raise ConfigError(
+            "output_dir: " + _differences_message(str(path), saved, resolved, differences)
+            + "; pass a new --output_dir for a new run"
+        )
+    info = json.loads((path / RUN_INFO).read_text()) if (path / RUN_INFO).is_file() else {}
+    run_id = info.get("wandb_run_id", secrets.token_hex(4))
+    if (path / "summary.json").is_file():
+        return RunDir(path, "complete", None, run_id, notes)
+    ckpt = _newest_valid_checkpoint(path, notes)
+    return RunDir(path, "resume" if ckpt else "restart", ckpt, run_id, notes)
+
+
+def open_run_dir(accelerator: Accelerator, cfg: RunConfig, config_name: str, resolved: dict[str, Any]) -> RunDir:
+    """Decide on the main process, create the folder there, and tell every process."""
+    decision: Optional[RunDir] = None
     error: Optional[str] = None
-    path: Optional[str] = None
     if accelerator.is_main_process:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        candidate = Path(cfg.output_dir) if cfg.output_dir else Path("runs") / f"{config_name}-{stamp}"
-        if candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
-            error = (
-                f"output_dir: {candidate} already holds files from another run; "
-                "pass a new --output_dir (plabel never overwrites a run)"
-            )
-        else:
-            candidate.mkdir(parents=True, exist_ok=True)
-            path = str(candidate)
-    error, path = share_from_main(accelerator, (error, path))
+        try:
+            decision = _decide_run_dir(cfg, config_name, resolved)
+            decision.path.mkdir(parents=True, exist_ok=True)
+            if decision.status in ("new", "restart"):
+                (decision.path / "metrics.jsonl").write_text("")
+            if decision.status in ("new", "restart") or not (decision.path / RUN_INFO).is_file():
+                (decision.path / RUN_INFO).write_text(
+                    json.dumps({"wandb_run_id": decision.wandb_run_id, "num_processes": accelerator.num_processes}) + "\n"
+                )
+            (decision.path / "config.yaml").write_text(yaml.safe_dump({**resolved, "output_dir": str(decision.path)}, sort_keys=False))
+        except ConfigError as err:
+            error = str(err)
+    error, decision = share_from_main(accelerator, (error, decision))
     if error:
         raise ConfigError(error)
-    assert path is not None
-    return Path(path)
+    assert decision is not None
+    return decision
 
 
 def write_pseudo_labels(path: Path, splits: Splits, selection: Selection, entropies: torch.Tensor) -> None:
@@ -98,6 +203,10 @@ def selection_metrics(
     chosen = torch.zeros(ent.numel(), dtype=torch.bool)
     chosen[selection.indices] = True
     finite = torch.isfinite(ent)
+
+    def mean_of(mask: torch.Tensor) -> float:
+        return float(ent[mask].mean()) if bool(mask.any()) else float("nan")
+
     metrics: dict[str, float] = {
         "select/num_selected": float(len(selection)),
         "select/fraction_of_pool": len(selection) / max(1, ent.numel()),
@@ -105,9 +214,9 @@ def selection_metrics(
         "select/pseudo_label_precision": (
             float((selection.labels == pool_labels[selection.indices]).float().mean()) if len(selection) else float("nan")
         ),
-        "select/entropy_selected_mean": float(ent[chosen & finite].mean()) if bool((chosen & finite).any()) else float("nan"),
+        "select/entropy_selected_mean": mean_of(chosen & finite),
         "select/entropy_selected_max": float(ent[chosen & finite].max()) if bool((chosen & finite).any()) else float("nan"),
-        "select/entropy_rest_mean": float(ent[~chosen & finite].mean()) if bool((~chosen & finite).any()) else float("nan"),
+        "select/entropy_rest_mean": mean_of(~chosen & finite),
         "select/pool_prediction_accuracy": float((scores["prediction"] == pool_labels).float().mean()),
     }
     hist = torch.bincount(selection.labels, minlength=num_classes)
@@ -116,121 +225,19 @@ def selection_metrics(
     return metrics
 
 
-def format_table(rows: Sequence[RoundResult]) -> str:
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [
         "round | k%   | labeled | pseudo | precision | test_acc",
         "------|------|---------|--------|-----------|---------",
     ]
     for r in rows:
-        k = "-" if r.top_k_percent is None else f"{r.top_k_percent:g}"
-        prec = "-" if r.pseudo_label_precision is None else f"{100 * r.pseudo_label_precision:.2f}%"
+        k = "-" if r["top_k_percent"] is None else f"{r['top_k_percent']:g}"
+        p = r["pseudo_label_precision"]
+        prec = "-" if p is None else f"{100 * p:.2f}%"
         lines.append(
-            f"{r.round_index:5d} | {k:>4} | {r.labeled:7d} | {r.pseudo_labeled:6d} | {prec:>9} | {100 * r.test_accuracy:.2f}%"
+            f"{r['round_index']:5d} | {k:>4} | {r['labeled']:7d} | {r['pseudo_labeled']:6d} | {prec:>9} | {100 * r['test_accuracy']:.2f}%"
         )
     return "\n".join(lines)
-
-
-def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[GeneralTracker] = ()) -> dict[str, Any]:
-    """Run every round; return the summary (also written to summary.json)."""
-    started = time.time()
-    accelerator, wandb_mode = build_accelerator(cfg, extra_trackers)
-    # Data problems are user errors: find them before a run folder or tracker exists.
-    splits = make_splits(cfg.data, cfg.seed)
-    out_dir = prepare_run_dir(accelerator, cfg, config_name)
-    resolved = cfg.to_dict()
-    resolved["output_dir"] = str(out_dir)
-    if accelerator.is_main_process:
-        (out_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    accelerator.print(f"plabel run -> {out_dir}  ({accelerator.num_processes} process(es) on {accelerator.device.type})")
-    accelerator.print(yaml.safe_dump(resolved, sort_keys=False).rstrip())
-    logger = start_trackers(accelerator, cfg.tracking, wandb_mode, out_dir.name, out_dir, flatten(resolved))
-
-    channels = splits.train_source.channels
-    train_tf = build_transform(channels, cfg.data.augment, train=True)
-    eval_tf = build_transform(channels, cfg.data.augment, train=False)
-    labeled = IndexedImages(splits.train_source, splits.labeled_source_indices, train_tf)
-    pool = IndexedImages(splits.train_source, splits.pool_source_indices, eval_tf)
-    test = IndexedImages(splits.test_source, splits.test_source_indices, eval_tf)
-    accelerator.print(
-        f"data: {splits.train_source.description}; labeled {len(labeled)}, pool {len(pool)}, test {len(test)}, "
-        f"{splits.num_classes} classes"
-    )
-
-    torch.manual_seed(cfg.seed)  # identical initial weights on every process
-    model = build_model(cfg.model.name, channels, splits.num_classes)
-    optimizer = make_optimizer(cfg, model)
-    model, optimizer = accelerator.prepare(model, optimizer)
-
-    rows: list[RoundResult] = []
-    selection: Optional[Selection] = None
-    position = RoundPosition(round_index=0)
-    for round_index in range(cfg.pseudo.rounds + 1):
-        pseudo = None
-        k = None
-        round_metrics: dict[str, float] = {"round/index": round_index}
-        if round_index > 0:
-            k = cfg.pseudo.percent_for_round(round_index)
-            scores = score_dataset(accelerator, model, pool, cfg.train.eval_batch_size, cfg.pseudo.eps, cfg.data.num_workers)
-            picked = select_pseudo_labels(
-                scores["entropy"], scores["prediction"], k, splits.num_classes,
-                cfg.pseudo.class_balanced, selection if cfg.pseudo.accumulate else None,
-            )
-            selection = share_from_main(accelerator, picked)
-            round_metrics.update(selection_metrics(selection, scores, splits.pool_labels, splits.num_classes))
-            round_metrics["select/top_k_percent"] = k
-            if accelerator.is_main_process:
-                write_pseudo_labels(out_dir / f"pseudo_labels_round{round_index:02d}.csv", splits, selection, scores["entropy"])
-            pseudo = IndexedImages(
-                splits.train_source, splits.pool_source_indices[selection.indices], train_tf, labels=selection.labels
-            )
-            if cfg.pseudo.reinit_model:
-                torch.manual_seed(cfg.seed + 7919 * round_index)
-                fresh = build_model(cfg.model.name, channels, splits.num_classes)
-                accelerator.unwrap_model(model).load_state_dict(fresh.state_dict())
-            reset_optimizer(optimizer)
-        position = RoundPosition(round_index=round_index, global_step=position.global_step)
-        position = train_round(
-            accelerator, model, optimizer, labeled, pseudo, cfg.train, cfg.pseudo, cfg.seed, position,
-            logger.log, cfg.tracking.log_every,
-        )
-        test_scores = score_dataset(accelerator, model, test, cfg.train.eval_batch_size, cfg.pseudo.eps, cfg.data.num_workers)
-        acc = accuracy(test_scores)
-        round_metrics["round/test_accuracy"] = acc
-        round_metrics["round/labeled"] = len(labeled)
-        round_metrics["round/pseudo_labeled"] = 0 if selection is None or round_index == 0 else len(selection)
-        logger.log(round_metrics, position.global_step)
-        rows.append(
-            RoundResult(
-                round_index, len(labeled), int(round_metrics["round/pseudo_labeled"]),
-                round_metrics.get("select/pseudo_label_precision"), acc, k,
-            )
-        )
-        accelerator.print(format_table(rows).splitlines()[-1] if round_index else "\n".join(format_table(rows).splitlines()))
-
-    accelerator.wait_for_everyone()
-    accelerator.save_model(model, out_dir)  # model.safetensors, main process only
-    baseline = rows[0].test_accuracy
-    summary: dict[str, Any] = {
-        "output_dir": str(out_dir),
-        "num_processes": accelerator.num_processes,
-        "baseline_accuracy": baseline,
-        "final_accuracy": rows[-1].test_accuracy,
-        "best_accuracy": max(r.test_accuracy for r in rows),
-        "gain_over_baseline": rows[-1].test_accuracy - baseline,
-        "wall_time_s": round(time.time() - started, 1),
-        "rounds": [r.__dict__ for r in rows],
-    }
-    logger.write_summary(summary)
-    accelerator.print("\n" + format_table(rows))
-    accelerator.print(
-        f"baseline {100 * baseline:.2f}% -> final {100 * rows[-1].test_accuracy:.2f}% "
-        f"({100 * summary['gain_over_baseline']:+.2f} points) in {summary['wall_time_s']} s; outputs in {out_dir}"
-    )
-    offline_dir = logger.offline_run_dir()
-    logger.close()
-    if offline_dir is not None:
-        accelerator.print(f"W&B ran offline; upload with: wandb sync {offline_dir}")
-    return summary
 
 
 def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -245,3 +252,203 @@ def reset_optimizer(optimizer: torch.optim.Optimizer) -> None:
     """Forget moments between rounds: each round restarts its learning-rate schedule."""
     inner = getattr(optimizer, "optimizer", optimizer)
     inner.state.clear()
+
+
+def _check_num_classes(cfg: RunConfig, splits: Splits) -> int:
+    if cfg.model.num_classes is None:
+        return splits.num_classes
+    highest = max(int(splits.train_source.labels.max()), int(splits.test_source.labels.max()))
+    if highest >= cfg.model.num_classes:
+        raise ConfigError(
+            f"model.num_classes: labels go up to {highest} but the model has {cfg.model.num_classes} outputs "
+            f"(labels must lie in 0..{cfg.model.num_classes - 1}); raise model.num_classes or fix data.train.label_column"
+        )
+    return cfg.model.num_classes
+
+
+def _print_done(accelerator: Accelerator, summary: dict[str, Any]) -> None:
+    accelerator.print("\n" + format_table(summary["rounds"]))
+    accelerator.print(
+        f"baseline {100 * summary['baseline_accuracy']:.2f}% -> final {100 * summary['final_accuracy']:.2f}% "
+        f"({100 * summary['gain_over_baseline']:+.2f} points) in {summary['wall_time_s']} s; outputs in {summary['output_dir']}"
+    )
+
+
+def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[GeneralTracker] = ()) -> dict[str, Any]:
+    """Run (or resume) every round; return the summary (also written to summary.json).
+
+    Raises ConfigError for user errors (before any training) and Preempted after writing a
+    checkpoint when a preemption signal arrived.
+    """
+    started = time.time()
+    install_preemption_handlers()
+    accelerator, wandb_mode = build_accelerator(cfg, extra_trackers)
+    # Data problems are user errors: find them on every process before a run folder exists.
+    splits = make_splits(cfg.data, cfg.seed)
+    num_classes = _check_num_classes(cfg, splits)
+    resolved = cfg.to_dict()
+    run_dir = open_run_dir(accelerator, cfg, config_name, resolved)
+    out_dir = run_dir.path
+    resolved["output_dir"] = str(out_dir)
+    for note in run_dir.notes:
+        accelerator.print(f"note: {note}")
+    if run_dir.status == "complete":
+        summary = json.loads((out_dir / "summary.json").read_text())
+        accelerator.print(f"{out_dir} holds a complete run of this configuration; nothing to do.")
+        _print_done(accelerator, summary)
+        accelerator.end_training()
+        return summary
+
+    state = RunState(num_processes=accelerator.num_processes, config=resolved)
+    if run_dir.checkpoint is not None:
+        saved_state = json.loads((run_dir.checkpoint / "plabel_state.json").read_text())
+        if accelerator.is_main_process and run_dir.checkpoint.resolve().parent.parent == out_dir.resolve():
+            with open(out_dir / "metrics.jsonl", "r+") as f:  # drop what the lost steps logged
+                f.truncate(saved_state["metrics_offset"])
+    accelerator.print(f"plabel run -> {out_dir}  ({accelerator.num_processes} process(es) on {accelerator.device.type}; {run_dir.status})")
+    accelerator.print(yaml.safe_dump(resolved, sort_keys=False).rstrip())
+    logger = start_trackers(
+        accelerator, cfg.tracking, wandb_mode, out_dir.name, out_dir, flatten(resolved), run_dir.wandb_run_id
+    )
+
+    channels = splits.train_source.channels
+    train_tf = build_transform(channels, cfg.data.augment, train=True)
+    eval_tf = build_transform(channels, cfg.data.augment, train=False)
+    labeled = IndexedImages(splits.train_source, splits.labeled_source_indices, train_tf)
+    pool = IndexedImages(splits.train_source, splits.pool_source_indices, eval_tf)
+    test = IndexedImages(splits.test_source, splits.test_source_indices, eval_tf)
+    accelerator.print(
+        f"data: {splits.train_source.description}; labeled {len(labeled)}, pool {len(pool)}, test {len(test)}, "
+        f"{num_classes} classes"
+    )
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every process
+    model = build_model(cfg.model.name, channels, num_classes)
+    optimizer = make_optimizer(cfg, model)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    selection: Optional[Selection] = None
+    if run_dir.checkpoint is not None:
+        loaded, tensors = load_checkpoint(accelerator, run_dir.checkpoint)
+        state = RunState(**{**loaded, "num_processes": accelerator.num_processes, "config": resolved})
+        if loaded["num_processes"] != accelerator.num_processes:
+            accelerator.print(
+                f"warning: checkpoint written by {loaded['num_processes']} processes, resuming with "
+                f"{accelerator.num_processes}; the run continues but will not replay the original exactly"
+            )
+        if tensors["indices"].numel() or state.next_round > 0:
+            selection = Selection(tensors["indices"].long(), tensors["labels"].long())
+        accelerator.print(
+            f"resumed from {run_dir.checkpoint} at round {state.next_round}, global step {state.position['global_step']}"
+        )
+    existing = list_checkpoints(out_dir) if accelerator.is_main_process else []
+    state.seq = share_from_main(accelerator, max([state.seq] + [checkpoint_seq(p) for p in existing]))
+
+    def save(stage: str) -> None:
+        state.seq += 1
+        state.metrics_offset = logger.offset()
+        empty = torch.empty(0, dtype=torch.long)
+        tensors = {
+            "indices": selection.indices if selection is not None else empty,
+            "labels": selection.labels if selection is not None else empty,
+        }
+        path = save_checkpoint(accelerator, out_dir, state.seq, dataclasses.asdict(state), tensors, cfg.checkpoint.keep)
+        accelerator.print(f"checkpoint ({stage}) -> {path}")
+
+    for round_index in range(state.next_round, cfg.pseudo.rounds + 1):
+        if not state.mid_round:
+            pending: dict[str, float] = {"round/index": round_index}
+            if round_index > 0:
+                k = cfg.pseudo.percent_for_round(round_index)
+                scores = score_dataset(accelerator, model, pool, cfg.train.eval_batch_size, cfg.pseudo.eps, cfg.data.num_workers)
+                fault_point(f"scored:{round_index}", accelerator)
+                picked = select_pseudo_labels(
+                    scores["entropy"], scores["prediction"], k, num_classes,
+                    cfg.pseudo.class_balanced, selection if cfg.pseudo.accumulate else None,
+                )
+                selection = share_from_main(accelerator, picked)
+                pending.update(selection_metrics(selection, scores, splits.pool_labels, num_classes))
+                pending["select/top_k_percent"] = k
+                if pending["select/nonfinite_scores"] > 0:
+                    accelerator.print(
+                        f"warning: round {round_index}: {int(pending['select/nonfinite_scores'])} pool samples had "
+                        "NaN/Inf logits and were not selected"
+                    )
+                if accelerator.is_main_process:
+                    write_pseudo_labels(out_dir / f"pseudo_labels_round{round_index:02d}.csv", splits, selection, scores["entropy"])
+                if cfg.pseudo.reinit_model:
+                    torch.manual_seed(cfg.seed + 7919 * round_index)
+                    fresh = build_model(cfg.model.name, channels, num_classes)
+                    accelerator.unwrap_model(model).load_state_dict(fresh.state_dict())
+                reset_optimizer(optimizer)
+            state.position = dataclasses.asdict(RoundPosition(round_index, global_step=state.position["global_step"]))
+            state.pending_metrics = pending
+            state.mid_round = True
+        pseudo = None
+        if round_index > 0 and selection is not None:
+            pseudo = IndexedImages(
+                splits.train_source, splits.pool_source_indices[selection.indices], train_tf, labels=selection.labels
+            )
+
+        def after_step(position: RoundPosition, epoch_ended: bool) -> None:
+            fault_point(f"step:{position.global_step}", accelerator)
+            stop = stop_requested(accelerator)
+            every = cfg.checkpoint.every_steps
+            round_over = epoch_ended and position.epoch == cfg.train.epochs  # the round-end checkpoint follows
+            if stop or (every and position.global_step % every == 0) or (epoch_ended and not round_over):
+                state.position = dataclasses.asdict(position)
+                save("preemption" if stop else "epoch end" if epoch_ended else "periodic")
+            if stop:
+                raise Preempted(f"stopped at global step {position.global_step}")
+
+        position = RoundPosition(**state.position)
+        try:
+            position = train_round(
+                accelerator, model, optimizer, labeled, pseudo, cfg.train, cfg.pseudo, cfg.seed, position,
+                logger.log, cfg.tracking.log_every, after_step, cfg.data.num_workers,
+            )
+        except Preempted:
+            logger.close()
+            raise
+        test_scores = score_dataset(accelerator, model, test, cfg.train.eval_batch_size, cfg.pseudo.eps, cfg.data.num_workers)
+        acc = accuracy(test_scores)
+        pseudo_count = len(selection) if (selection is not None and round_index > 0) else 0
+        round_metrics = {
+            **state.pending_metrics, "round/test_accuracy": acc, "round/labeled": len(labeled), "round/pseudo_labeled": pseudo_count,
+        }
+        logger.log(round_metrics, position.global_step)
+        row = RoundResult(
+            round_index, len(labeled), pseudo_count, state.pending_metrics.get("select/pseudo_label_precision"), acc,
+            cfg.pseudo.percent_for_round(round_index) if round_index else None,
+        )
+        state.rows.append(dataclasses.asdict(row))
+        table = format_table(state.rows).splitlines()
+        accelerator.print("\n".join(table if round_index == 0 or len(state.rows) == 1 else table[-1:]))
+        state.position = dataclasses.asdict(position)
+        state.next_round, state.mid_round, state.pending_metrics = round_index + 1, False, {}
+        save(f"round {round_index} done")
+        if stop_requested(accelerator):
+            logger.close()
+            raise Preempted(f"stopped after round {round_index}")
+
+    accelerator.wait_for_everyone()
+    accelerator.save_model(model, out_dir)  # model.safetensors, main process only
+    rows = state.rows
+    baseline = rows[0]["test_accuracy"]
+    summary: dict[str, Any] = {
+        "output_dir": str(out_dir),
+        "num_processes": accelerator.num_processes,
+        "baseline_accuracy": baseline,
+        "final_accuracy": rows[-1]["test_accuracy"],
+        "best_accuracy": max(r["test_accuracy"] for r in rows),
+        "gain_over_baseline": rows[-1]["test_accuracy"] - baseline,
+        "wall_time_s": round(time.time() - started, 1),
+        "rounds": rows,
+    }
+    logger.write_summary(summary)
+    _print_done(accelerator, summary)
+    offline_dir = logger.offline_run_dir()
+    logger.close()
+    if offline_dir is not None:
+        accelerator.print(f"W&B ran offline; upload with: wandb sync {offline_dir}")
+    return summary

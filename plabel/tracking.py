@@ -69,6 +69,13 @@ class RunLogger:
         self._file.write(json.dumps({"step": step, **clean}) + "\n")
         self._file.flush()
 
+    def offset(self) -> int:
+        """Bytes written to metrics.jsonl so far (main process; 0 elsewhere), for checkpoints."""
+        if self._file is None:
+            return 0
+        self._file.flush()
+        return self._file.tell()
+
     def log_rich(self, objects: dict[str, Any], step: int) -> None:
         """W&B-only objects (histograms, images, tables); skipped when W&B is off."""
         if not self.accelerator.is_main_process or self.wandb_mode == "disabled":
@@ -117,8 +124,13 @@ def start_trackers(
     run_name: str,
     out_dir: Path,
     flat_config: dict[str, Any],
+    wandb_run_id: Optional[str] = None,
 ) -> RunLogger:
-    """Start the trackers given to the Accelerator (``log_with``) and return the run logger."""
+    """Start the trackers given to the Accelerator (``log_with``) and return the run logger.
+
+    ``wandb_run_id`` is fixed when the run folder is created, so a resumed or requeued job
+    continues the same W&B run (``resume="allow"``) instead of starting a new one.
+    """
     init_kwargs: dict[str, Any] = {}
     if wandb_mode != "disabled":
         wandb_dir = Path(cfg.wandb_dir) if cfg.wandb_dir else out_dir
@@ -133,6 +145,8 @@ def start_trackers(
             "notes": cfg.notes,
             "dir": str(wandb_dir),
             "mode": wandb_mode,
+            "id": wandb_run_id,
+            "resume": "allow" if wandb_run_id else None,
             # Bounded wait: a node without internet must not hang at start.
             "settings": wandb.Settings(init_timeout=60, silent=True),
         }

@@ -95,17 +95,16 @@ def test_train_two_processes_writes_outputs(tmp_path):
     assert proc.stdout.count("plabel run ->") == 1  # printed by the main process only
 
 
-def test_refuses_to_reuse_an_output_folder(tmp_path):
+def test_refuses_a_folder_that_is_not_a_plabel_run(tmp_path):
     out = tmp_path / "taken"
     out.mkdir()
-    (out / "summary.json").write_text("{}")
+    (out / "notes.txt").write_text("someone else's files")
     proc = _train([*TINY, "--tracking.mode", "disabled", "--output_dir", str(out)])
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"train.py: error: output_dir: {out} already holds files from another run; "
-        "pass a new --output_dir (plabel never overwrites a run)"
+        f"train.py: error: output_dir: {out} already holds files that are not a plabel run; choose a new --output_dir"
     ]
-    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
 def test_wandb_offline_run_and_sync_hint(tmp_path):

@@ -151,15 +151,28 @@ class IndexedImages(Dataset):
 
 class Repeated(Dataset):
     """``base`` cycled to ``length`` items, so an epoch is a fixed number of steps however
-    small the labeled set is (100 labels would otherwise be under two batches)."""
+    small the labeled set is (100 labels would otherwise be under two batches).
 
-    def __init__(self, base: Dataset, length: int) -> None:
+    Each draw's augmentation is seeded by (seed, epoch, draw index), not by the process's
+    global RNG, so the same draw gets the same augmentation whatever was loaded before it:
+    prefetching, workers and a mid-epoch restart cannot change what a step sees.
+    """
+
+    def __init__(self, base: Dataset, length: int, seed: int) -> None:
         self.base = base
         self.length = length
         self.base_len = len(base)  # type: ignore[arg-type]
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, i: int):  # type: ignore[no-untyped-def]
-        return self.base[i % self.base_len]
+        key = ((self.seed * 1_000_003 + self.epoch) * 100_000_007 + i) % (2**63 - 1)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(key)
+            return self.base[i % self.base_len]
