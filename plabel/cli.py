@@ -34,12 +34,23 @@ def _literal_choices(tp: Any) -> str:
     return ""
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus the error; we want the one line that says what to fix."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        if message.startswith("unrecognized arguments: "):
+            words = message.removeprefix("unrecognized arguments: ")
+            raise ConfigError(f"{words}: unknown config key; run with --help for every option")
+        raise ConfigError(f"{message}; run with --help for every option")
+
+
 def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog=prog,
         description="Semi-supervised training with entropy-selected pseudo-labels. "
         "Precedence: defaults < --config file < options given here.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,  # --train.epoch must be an error, not a silent --train.epochs
     )
     parser.add_argument(
         "--config", default=None,

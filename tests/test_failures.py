@@ -1,0 +1,251 @@
+"""Runs that go wrong: bad input, corrupt checkpoints, preemption signals, a failing process."""
+
+import gzip
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from distributed_harness import free_port
+from plabel.cli import train_main
+from plabel.checkpoint import list_checkpoints
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--data.pool_limit", "200", "--data.test_holdout", "100", "--data.labeled_per_class", "4",
+    "--train.epochs", "2", "--train.steps_per_epoch", "3", "--train.batch_size", "8",
+    "--train.pseudo_batch_size", "8", "--train.eval_batch_size", "64", "--pseudo.rounds", "1",
+    "--pseudo.top_k_percent", "30", "--tracking.mode", "disabled",
+]
+
+
+def _write_idx(folder: Path, labels: list[int]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(labels)
+    images = struct.pack(">IIII", 2051, n, 28, 28) + bytes(range(256)) * (n * 784 // 256) + bytes(n * 784 % 256)
+    with gzip.open(folder / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write(images)
+    with gzip.open(folder / "train-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">II", 2049, n) + bytes(labels))
+
+
+def _parquet(path: Path) -> Path:
+    import datasets
+
+    ds = datasets.Dataset.from_dict({"img": [[[0] * 28] * 28] * 4, "label": [0, 1, 0, 1]})
+    ds.to_parquet(str(path))
+    return path
+
+
+def _error_of(argv, capsys) -> str:
+    capsys.readouterr()
+    code = train_main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    # Progress bars of dataset loading may come first; the error itself is one line, the last.
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1 and err.splitlines()[-1] == errors[0], err
+    assert "Traceback" not in err
+    return errors[0]
+
+
+def _run_once(out: Path):
+    assert train_main([*TINY, "--output_dir", str(out)]) == 0
+
+
+BAD_INPUTS = {
+    "unknown key": (["--train.epoch", "3"], "--train.epoch: unknown config key; run with --help"),
+    "wrong type": (["--train.epochs", "three"], "train.epochs: expected int, got 'three'"),
+    "k above 100": (["--pseudo.top_k_percent", "120"], "pseudo.top_k_percent: 120.0 is outside (0, 100]"),
+    "k zero": (["--pseudo.top_k_percent", "0"], "pseudo.top_k_percent: 0.0 is outside (0, 100]"),
+    "negative epochs": (["--train.epochs", "-1"], "train.epochs: must be >= 1, got -1"),
+    "batch size 0": (["--train.batch_size", "0"], "train.batch_size: must be >= 1, got 0"),
+    "too many labels": (["--data.labeled_per_class", "600"], "data.labeled_per_class: 600 requested but class 0 has only 490"),
+    "unknown dataset": (["--data.train.source", "torchvision", "--data.train.name", "mnistt"], "data.train.name: unknown torchvision dataset 'mnistt'"),
+    "unknown model": (["--model.name", "vit"], "model.name: expected one of 'small_cnn', 'resnet18', got 'vit'"),
+    "labels outside classes": (["--model.num_classes", "5"], "model.num_classes: labels go up to 9 but the model has 5 outputs"),
+    "empty pool": (["--data.labeled_per_class", "490"], "data.labeled_per_class: no sample is left for the unlabeled pool"),
+    "resume path missing": (["--resume", "/nonexistent/ckpt-000001"], "resume: checkpoint folder '/nonexistent/ckpt-000001' does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2(case, tmp_path, capsys):
+    argv, expected = BAD_INPUTS[case]
+    err = _error_of([*TINY, *argv, "--output_dir", str(tmp_path / "out")], capsys)
+    assert expected in err
+    assert not (tmp_path / "out").exists()  # nothing created before the error
+
+
+def test_dataset_folder_missing_and_empty(tmp_path, capsys):
+    err = _error_of([*TINY, "--data.train.source", "idx", "--data.train.root", str(tmp_path / "nope")], capsys)
+    assert "data.train.root" in err and "does not exist" in err
+    (tmp_path / "empty").mkdir()
+    err = _error_of([*TINY, "--data.train.source", "idx", "--data.train.root", str(tmp_path / "empty")], capsys)
+    assert "data.train.root" in err
+
+
+def test_class_without_samples(tmp_path, capsys):
+    _write_idx(tmp_path / "idx", [0] * 30 + [2] * 30)  # class 1 is absent
+    err = _error_of([*TINY, "--data.train.source", "idx", "--data.train.root", str(tmp_path / "idx"),
+                     "--data.test_holdout", "10", "--data.pool_limit", "null"], capsys)
+    assert "data.train: class 1 has no sample" in err
+
+
+def test_missing_column(tmp_path, capsys):
+    path = _parquet(tmp_path / "d.parquet")
+    err = _error_of([*TINY, "--data.train.source", "hf", "--data.train.name", str(path)], capsys)
+    assert "data.train.image_column" in err and "img" in err
+
+
+def test_hub_dataset_unreachable_offline(capsys, monkeypatch):
+    import datasets
+    import huggingface_hub
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    err = _error_of([*TINY, "--data.train.source", "hf", "--data.train.name", "someone/no-such-dataset"], capsys)
+    assert "data.train.name" in err and "local" in err
+
+
+def test_output_dir_of_a_different_run_lists_differences(tmp_path, capsys):
+    out = tmp_path / "run"
+    _run_once(out)
+    capsys.readouterr()
+    err = _error_of([*TINY, "--output_dir", str(out), "--train.lr", "0.01", "--seed", "3"], capsys)
+    assert "was written by a different configuration" in err
+    assert "seed: 0 there, 3 now" in err and "train.lr: 0.001 there, 0.01 now" in err
+    err = _error_of([*TINY, "--output_dir", str(out), "--resume", "never"], capsys)
+    assert "resume is 'never'" in err
+    # Same command again: the run is complete, nothing is retrained or overwritten.
+    before = (out / "summary.json").read_text()
+    assert train_main([*TINY, "--output_dir", str(out)]) == 0
+    assert "holds a complete run" in capsys.readouterr().out
+    assert (out / "summary.json").read_text() == before
+    # Resuming from one of its checkpoints with another configuration names the fields.
+    ckpt = list_checkpoints(out)[0]
+    err = _error_of([*TINY, "--output_dir", str(tmp_path / "new"), "--resume", str(ckpt), "--pseudo.top_k_percent", "50"], capsys)
+    assert err.startswith("train.py: error: resume:") and "pseudo.top_k_percent: 30.0 there, 50.0 now" in err
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_previous(tmp_path, capsys):
+    out = tmp_path / "run"
+    os.environ["PLABEL_FAULT"] = "step:10@0:raise"  # round 1, after two epoch-end checkpoints
+    try:
+        with pytest.raises(RuntimeError, match="injected fault"):
+            train_main([*TINY, "--output_dir", str(out)])
+    finally:
+        del os.environ["PLABEL_FAULT"]
+    newest, previous = list_checkpoints(out)[:2]
+    weights = newest / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert train_main([*TINY, "--output_dir", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert f"skipping corrupt checkpoint: {weights}: contents do not match the manifest" in stdout
+    assert f"resumed from {previous}" in stdout
+    assert json.loads((out / "summary.json").read_text())["rounds"][-1]["round_index"] == 1
+
+
+def test_nonfinite_logits_are_never_selected_and_are_counted():
+    from accelerate import Accelerator
+    from torch.utils.data import TensorDataset
+
+    from plabel.loop import score_dataset
+    from plabel.run import selection_metrics
+    from plabel.selection import select_pseudo_labels
+
+    class NaNForBrightInputs(torch.nn.Module):
+        def forward(self, x):
+            logits = torch.stack([x.sum(dim=1), -x.sum(dim=1)], dim=1) * 10
+            logits[x.mean(dim=1) > 0.5] = float("nan")
+            return logits
+
+    x = torch.linspace(0, 1, 40).unsqueeze(1).repeat(1, 3)
+    ds = TensorDataset(x, torch.zeros(40, dtype=torch.long), torch.arange(40))
+    scores = score_dataset(Accelerator(cpu=True), NaNForBrightInputs(), ds, batch_size=7, eps=1e-10)
+    bad = ~torch.isfinite(scores["entropy"])
+    assert int(bad.sum()) == 20
+    sel = select_pseudo_labels(scores["entropy"], scores["prediction"], 100, 2)
+    assert len(sel) == 20 and not bad[sel.indices].any()
+    assert selection_metrics(sel, scores, torch.zeros(40, dtype=torch.long), 2)["select/nonfinite_scores"] == 20
+
+
+# ---- processes and signals -------------------------------------------------------------------
+
+LONG = [a if a not in ("3",) else "12" for a in TINY]  # 12 steps per epoch: time to signal mid-epoch
+
+
+def _launch(args, fault=None):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    if fault:
+        env["PLABEL_FAULT"] = fault
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "launch/cpu_2proc.yaml"),
+        "--main_process_port", str(free_port()), str(ROOT / "train.py"), *args,
+    ]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(proc, marker, timeout=120):
+    seen = []
+    deadline = time.time() + timeout
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line or time.time() > deadline:
+            return "".join(seen)
+    return "".join(seen)
+
+
+def _workers(proc):
+    return [p for p in psutil.Process(proc.pid).children(recursive=True) if "train.py" in " ".join(p.cmdline())]
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the launcher", "SIGUSR1 to rank 1"])
+def test_preemption_signal_checkpoints_and_resumes(tmp_path, how):
+    out = tmp_path / "run"
+    args = [*LONG, "--output_dir", str(out)]
+    proc = _launch(args)
+    _wait_for(proc, "round 0 done")
+    sent = time.time()
+    if how.startswith("SIGTERM"):
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)  # a second signal during the save changes nothing
+    else:
+        ranks = sorted(_workers(proc), key=lambda p: p.environ().get("RANK", ""))
+        ranks[1].send_signal(signal.SIGUSR1)
+    rest = proc.communicate(timeout=120)[0]
+    elapsed = time.time() - sent
+    assert proc.returncode != 0
+    assert elapsed < 60, f"took {elapsed:.1f} s to stop"
+    newest = list_checkpoints(out)[0]
+    state = json.loads((newest / "plabel_state.json").read_text())
+    assert state["mid_round"] and state["next_round"] == 1, rest[-2000:]
+    if how.startswith("SIGUSR1"):
+        assert "checkpoint (preemption)" in rest and "preempted" in rest
+    resumed = _launch(args)
+    log = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, log[-3000:]
+    assert f"resumed from {newest}" in log
+    assert (out / "summary.json").is_file()
+
+
+def test_one_failing_process_ends_the_job_quickly(tmp_path):
+    proc = _launch([*LONG, "--output_dir", str(tmp_path / "run")], fault="step:5@1:raise")
+    started = time.time()
+    log = proc.communicate(timeout=300)[0]
+    elapsed = time.time() - started
+    assert proc.returncode != 0
+    assert "injected fault at step:5 on rank 1" in log
+    assert elapsed < 90, f"job took {elapsed:.1f} s to fail"
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
