@@ -225,6 +225,31 @@ def selection_metrics(
     return metrics
 
 
+def log_selection_media(
+    logger: RunLogger, step: int, splits: Splits, selection: Selection, scores: dict[str, torch.Tensor], max_rows: int = 64
+) -> None:
+    """W&B-only extras: entropy histograms and a table of up to ``max_rows`` selected samples
+    (evenly spread over the selection's entropy order, so both ends of it show)."""
+    if logger.wandb_mode == "disabled":
+        return
+    selected = torch.zeros(splits.pool_size, dtype=torch.bool)
+    selected[selection.indices] = True
+    correct = torch.zeros(splits.pool_size, dtype=torch.bool)
+    correct[selection.indices] = selection.labels == splits.pool_labels[selection.indices]
+    order = selection.indices[torch.argsort(scores["entropy"][selection.indices], stable=True)]
+    picks = order[torch.linspace(0, len(order) - 1, min(max_rows, len(order))).long()] if len(order) else order
+    samples = [
+        (
+            splits.train_source.image(int(splits.pool_source_indices[i])),
+            int(selection.labels[selection.indices == i][0]),
+            float(scores["entropy"][i]),
+            int(splits.pool_labels[i]),
+        )
+        for i in picks.tolist()
+    ]
+    logger.log_selection_media(step, scores["entropy"], selected, correct, samples)
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [
         "round | k%   | labeled | pseudo | precision | test_acc",
@@ -376,6 +401,7 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
                     )
                 if accelerator.is_main_process:
                     write_pseudo_labels(out_dir / f"pseudo_labels_round{round_index:02d}.csv", splits, selection, scores["entropy"])
+                    log_selection_media(logger, state.position["global_step"], splits, selection, scores)
                 if cfg.pseudo.reinit_model:
                     torch.manual_seed(cfg.seed + 7919 * round_index)
                     fresh = build_model(cfg.model.name, channels, num_classes)

@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+
 from accelerate import Accelerator
 
 from plabel.config import TrackingConfig
@@ -86,6 +88,38 @@ class RunLogger:
             return
         if hasattr(run, "log"):
             run.log(objects, step=step)
+
+    def log_selection_media(
+        self,
+        step: int,
+        entropy: torch.Tensor,
+        selected: torch.Tensor,
+        correct: torch.Tensor,
+        samples: list[tuple[torch.Tensor, int, float, int]],
+    ) -> None:
+        """Per-round W&B histograms (selected vs rest; correct vs wrong pseudo-labels) and a
+        bounded table of selected samples (image, pseudo-label, entropy, true label)."""
+        if not self.accelerator.is_main_process or self.wandb_mode == "disabled":
+            return
+        import wandb
+
+        finite = entropy.isfinite()
+
+        def hist(mask: torch.Tensor) -> Any:
+            values = entropy[mask & finite].numpy()
+            return wandb.Histogram(values) if values.size else None
+
+        objects = {
+            "select/entropy_hist_selected": hist(selected),
+            "select/entropy_hist_rest": hist(~selected),
+            "select/entropy_hist_correct": hist(selected & correct),
+            "select/entropy_hist_wrong": hist(selected & ~correct),
+        }
+        table = wandb.Table(columns=["image", "pseudo_label", "entropy", "true_label"])
+        for image, pseudo, ent, true in samples:
+            table.add_data(wandb.Image(image.permute(1, 2, 0).squeeze(-1).numpy()), pseudo, ent, true)
+        objects["select/samples"] = table
+        self.log_rich({k: v for k, v in objects.items() if v is not None}, step)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         if not self.accelerator.is_main_process:

@@ -107,15 +107,23 @@ def test_refuses_a_folder_that_is_not_a_plabel_run(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
-def test_wandb_offline_run_and_sync_hint(tmp_path):
+def test_wandb_offline_run_sync_hint_media_and_same_run_after_resume(tmp_path):
     out = tmp_path / "wb"
-    proc = _train([*TINY, "--pseudo.rounds", "1", "--pseudo.top_k_percent", "30", "--tracking.mode", "auto",
-                   "--output_dir", str(out)], WANDB_API_KEY="", HOME=str(tmp_path))
+    args = [*TINY, "--tracking.mode", "auto", "--output_dir", str(out)]
+    env = dict(WANDB_API_KEY="", HOME=str(tmp_path))  # no credentials: auto goes offline
+    crashed = _train(args, PLABEL_FAULT="step:9@0:raise", **env)  # round 1, after round 0's checkpoint
+    assert crashed.returncode != 0 and "injected fault" in crashed.stderr
+    proc = _train(args, **env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = list((out / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1, list((out / "wandb").iterdir()) if (out / "wandb").exists() else "no wandb dir"
-    assert any(runs[0].glob("*.wandb"))  # the run's event log, what `wandb sync` uploads
-    assert f"wandb sync {runs[0]}" in proc.stdout
+    run_id = json.loads((out / "run_info.json").read_text())["wandb_run_id"]
+    runs = sorted((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.name.endswith("-" + run_id) for r in runs)  # one W&B run, resumed
+    assert all(any(r.glob("*.wandb")) for r in runs)  # the event logs `wandb sync` uploads
+    assert f"wandb sync {runs[-1]}" in proc.stdout
+    tables = list(runs[-1].glob("files/media/table/select/samples_*.table.json"))
+    assert len(tables) == 2  # rounds 1 and 2 of the resumed part
+    table = json.loads(tables[0].read_text())
+    assert table["columns"] == ["image", "pseudo_label", "entropy", "true_label"] and table["data"]
 
 
 class RecordingTracker(GeneralTracker):
