@@ -122,8 +122,18 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``plabel <command> ...`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train": lambda rest: train_main(rest, prog="plabel train")}
+    from plabel.commands import export_main, score_main
+
+    commands = {
+        "train": lambda rest: train_main(rest, prog="plabel train"),
+        "score": score_main,
+        "export": export_main,
+    }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print("usage: plabel {" + ",".join(commands) + "} [options]   (plabel <command> --help for options)")
         return 0 if argv and argv[0] in ("-h", "--help") else EXIT_USER_ERROR
     return commands[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -308,7 +308,7 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     raise TypeError
 
 
-def _from_dict(cls: type, data: dict[str, Any], prefix: str = "", base: Any = None) -> Any:
+def overlay_dict(cls: type, data: dict[str, Any], prefix: str = "", base: Any = None) -> Any:
     """Overlay ``data`` on ``base`` (default: ``cls()``); nested sections merge field by field."""
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
@@ -321,7 +321,7 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str = "", base: Any = No
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 raise ConfigError(f"{name}: expected a mapping of {tp.__name__} fields, got {value!r}")
-            setattr(out, key, _from_dict(tp, value, name, getattr(out, key)))
+            setattr(out, key, overlay_dict(tp, value, name, getattr(out, key)))
             continue
         try:
             setattr(out, key, _coerce(value, tp, name))
@@ -367,14 +367,14 @@ def load_config(path: Optional[str | Path], overrides: dict[str, Any] | None = N
         tree = loaded
     for dotted, value in (overrides or {}).items():
         _set_dotted(tree, dotted, value)
-    cfg = _from_dict(RunConfig, tree)
+    cfg = overlay_dict(RunConfig, tree)
     cfg.validate()
     return cfg
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuild a saved (resolved) config; used by resume and the console tools."""
-    cfg = _from_dict(RunConfig, data)
+    cfg = overlay_dict(RunConfig, data)
     cfg.validate()
     return cfg
 

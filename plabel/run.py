@@ -152,8 +152,14 @@ def _decide_run_dir(cfg: RunConfig, config_name: str, resolved: dict[str, Any]) 
     return RunDir(path, "resume" if ckpt else "restart", ckpt, run_id, notes)
 
 
-def open_run_dir(accelerator: Accelerator, cfg: RunConfig, config_name: str, resolved: dict[str, Any]) -> RunDir:
-    """Decide on the main process, create the folder there, and tell every process."""
+def open_run_dir(
+    accelerator: Accelerator, cfg: RunConfig, config_name: str, resolved: dict[str, Any], model_info: dict[str, Any]
+) -> RunDir:
+    """Decide on the main process, create the folder there, and tell every process.
+
+    ``run_info.json`` records the W&B run id (so a resumed job continues the same W&B run) and
+    the model's input/output shape (so ``plabel score`` can rebuild it without the data).
+    """
     decision: Optional[RunDir] = None
     error: Optional[str] = None
     if accelerator.is_main_process:
@@ -164,7 +170,9 @@ def open_run_dir(accelerator: Accelerator, cfg: RunConfig, config_name: str, res
                 (decision.path / "metrics.jsonl").write_text("")
             if decision.status in ("new", "restart") or not (decision.path / RUN_INFO).is_file():
                 (decision.path / RUN_INFO).write_text(
-                    json.dumps({"wandb_run_id": decision.wandb_run_id, "num_processes": accelerator.num_processes}) + "\n"
+                    json.dumps(
+                        {"wandb_run_id": decision.wandb_run_id, "num_processes": accelerator.num_processes, **model_info}
+                    ) + "\n"
                 )
             (decision.path / "config.yaml").write_text(yaml.safe_dump({**resolved, "output_dir": str(decision.path)}, sort_keys=False))
         except ConfigError as err:
@@ -312,7 +320,10 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
     splits = make_splits(cfg.data, cfg.seed)
     num_classes = _check_num_classes(cfg, splits)
     resolved = cfg.to_dict()
-    run_dir = open_run_dir(accelerator, cfg, config_name, resolved)
+    model_info = {
+        "num_classes": num_classes, "channels": splits.train_source.channels, "image_size": list(splits.train_source.image_size),
+    }
+    run_dir = open_run_dir(accelerator, cfg, config_name, resolved, model_info)
     out_dir = run_dir.path
     resolved["output_dir"] = str(out_dir)
     for note in run_dir.notes:
