@@ -230,7 +230,8 @@ def test_preemption_signal_checkpoints_and_resumes(tmp_path, how):
     assert elapsed < 60, f"took {elapsed:.1f} s to stop"
     newest = list_checkpoints(out)[0]
     state = json.loads((newest / "plabel_state.json").read_text())
-    assert state["mid_round"] and state["next_round"] == 1, rest[-2000:]
+    # Stopped inside round 1, or exactly at the end of round 0 if the signal beat its last check.
+    assert state["next_round"] == 1 and state["position"]["global_step"] >= 24, rest[-2000:]
     if how.startswith("SIGUSR1"):
         assert "checkpoint (preemption)" in rest and "preempted" in rest
     resumed = _launch(args)
