@@ -84,3 +84,32 @@ def sync_buffers(accelerator: Accelerator, model: torch.nn.Module) -> None:
         return
     for buffer in model.buffers():
         torch.distributed.broadcast(buffer.data, src=0)
+
+
+def sum_across_processes(accelerator: Accelerator, values: torch.Tensor) -> torch.Tensor:
+    """Element-wise sum over processes of a small tensor (counts, sums); CPU result."""
+    if accelerator.num_processes == 1:
+        return values.clone()
+    return accelerator.reduce(values.to(accelerator.device), reduction="sum").cpu()
+
+
+def max_across_processes(accelerator: Accelerator, values: torch.Tensor) -> torch.Tensor:
+    """Element-wise max over processes of a small float tensor; CPU result."""
+    if accelerator.num_processes == 1:
+        return values.clone()
+    gathered = accelerator.gather(values.to(accelerator.device).unsqueeze(0))
+    return gathered.max(dim=0).values.cpu()
+
+
+def gather_concat(accelerator: Accelerator, local: torch.Tensor) -> torch.Tensor:
+    """Concatenate each process's 1-D ``local`` (lengths may differ) in rank order, on every process.
+
+    With contiguous shards in rank order (:func:`shard_range`), per-sample values of a selection
+    come out in ascending pool order. Costs O(total length), not O(pool).
+    """
+    if accelerator.num_processes == 1:
+        return local.clone()
+    lengths = accelerator.gather(torch.tensor([local.numel()], device=accelerator.device)).cpu()
+    padded = accelerator.pad_across_processes(local.to(accelerator.device), dim=0)
+    parts = accelerator.gather(padded.unsqueeze(0)).cpu()  # (world, longest)
+    return torch.cat([parts[r, : int(n)] for r, n in enumerate(lengths)])

@@ -169,21 +169,28 @@ def train_round(
     return position
 
 
+SCORE_COLUMNS = {
+    "entropy": torch.float32, "prediction": torch.long, "label": torch.long,
+    "max_probability": torch.float32, "margin": torch.float32,
+}
+
+
 @torch.no_grad()
-def score_dataset(
+def score_shard(
     accelerator: Accelerator,
     model: torch.nn.Module,
     dataset: Dataset,
     batch_size: int,
     eps: float,
     num_workers: int = 0,
-) -> dict[str, torch.Tensor]:
-    """Score every sample of ``dataset`` once; return dataset-sized arrays on every process.
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Score this process's contiguous shard of ``dataset``: (shard indices, shard-sized columns).
 
-    Each process scores its contiguous shard (no padded duplicates) with the bare model in eval
-    mode; results are written at their dataset position. Keys: entropy (bits), prediction
-    (argmax), label (the dataset's label: true label for the pool, diagnostics only),
-    max_probability, margin. Used for the pool and for the test set alike.
+    The bare model runs in eval mode under the run's autocast; results are written into
+    preallocated shard-sized arrays at (dataset position - shard start), so memory is a few
+    bytes per sample and the order does not depend on batching. Columns: entropy (bits),
+    prediction (argmax), label (the dataset's label; for the pool the true label, diagnostics
+    only), max_probability, margin.
     """
     size = len(dataset)  # type: ignore[arg-type]
     bare = accelerator.unwrap_model(model)
@@ -193,30 +200,40 @@ def score_dataset(
     was_training = bare.training
     bare.eval()
     shard = shard_range(accelerator, size)
+    columns = {name: torch.empty(len(shard), dtype=dtype) for name, dtype in SCORE_COLUMNS.items()}
     loader = DataLoader(
         Subset(dataset, shard), batch_size=batch_size, shuffle=False, num_workers=num_workers,
         pin_memory=accelerator.device.type == "cuda",
     )
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("index", "entropy", "prediction", "label", "max_probability", "margin")}
     for x, y, index in loader:
         with accelerator.autocast():
             logits = bare(x.to(accelerator.device, non_blocking=True))
         logits = logits.float()
-        parts["index"].append(index)
-        parts["entropy"].append(entropy(logits, eps).cpu())
-        parts["prediction"].append(logits.argmax(dim=1).cpu())
-        parts["label"].append(y)
-        parts["max_probability"].append(max_probability(logits).cpu())
-        parts["margin"].append(margin(logits).cpu())
+        at = index.long() - shard.start
+        columns["entropy"][at] = entropy(logits, eps).cpu()
+        columns["prediction"][at] = logits.argmax(dim=1).cpu()
+        columns["label"][at] = y.long()
+        columns["max_probability"][at] = max_probability(logits).cpu()
+        columns["margin"][at] = margin(logits).cpu()
     bare.train(was_training)
-    local = {k: (torch.cat(v) if v else torch.empty(0)) for k, v in parts.items()}
-    local["index"] = local["index"].long()
-    local["prediction"] = local["prediction"].long()
-    local["label"] = local["label"].long()
-    for key in ("entropy", "max_probability", "margin"):
-        local[key] = local[key].float()
-    index = local.pop("index")
-    return gather_pool(accelerator, index, local, size)
+    return torch.arange(shard.start, shard.stop), columns
+
+
+def score_dataset(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    dataset: Dataset,
+    batch_size: int,
+    eps: float,
+    num_workers: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Score every sample of ``dataset`` once; dataset-sized arrays on every process.
+
+    :func:`score_shard` on each process, then the all-gather reference path. Used for the test
+    set and ``plabel score``; the pool's selection uses the sharded path instead.
+    """
+    index, columns = score_shard(accelerator, model, dataset, batch_size, eps, num_workers)
+    return gather_pool(accelerator, index, columns, len(dataset))  # type: ignore[arg-type]
 
 
 def accuracy(scores: dict[str, torch.Tensor]) -> float:

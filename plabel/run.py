@@ -32,7 +32,8 @@ from plabel.distributed import share_from_main
 from plabel.faults import Preempted, fault_point, install_preemption_handlers, stop_requested
 from plabel.loop import RoundPosition, accuracy, score_dataset, train_round
 from plabel.models import build_model
-from plabel.selection import Selection, select_pseudo_labels
+from plabel.round_selection import RoundSelection, select_for_round
+from plabel.selection import Selection
 from plabel.tracking import RunLogger, resolve_wandb_mode, start_trackers
 
 # Fields that may change between a run and its resumption without changing its results.
@@ -184,8 +185,10 @@ def open_run_dir(
     return decision
 
 
-def write_pseudo_labels(path: Path, splits: Splits, selection: Selection, entropies: torch.Tensor) -> None:
-    """CSV: pool_index, source_index, pseudo_label, entropy, true_label (diagnostics only)."""
+def write_pseudo_labels(path: Path, splits: Splits, selection: Selection, selected_entropy: torch.Tensor) -> None:
+    """CSV: pool_index, source_index, pseudo_label, entropy, true_label (diagnostics only).
+
+    ``selected_entropy`` is aligned with ``selection.indices``."""
     idx = selection.indices
     # float64 holds indices exactly up to 2**53; one array lets savetxt write it in one call.
     table = np.column_stack(
@@ -193,7 +196,7 @@ def write_pseudo_labels(path: Path, splits: Splits, selection: Selection, entrop
             idx.numpy(),
             splits.pool_source_indices[idx].numpy(),
             selection.labels.numpy(),
-            entropies[idx].double().numpy(),
+            selected_entropy.double().numpy(),
             splits.pool_labels[idx].numpy(),
         ]
     ).astype(np.float64)
@@ -203,59 +206,24 @@ def write_pseudo_labels(path: Path, splits: Splits, selection: Selection, entrop
     )
 
 
-def selection_metrics(
-    selection: Selection, scores: dict[str, torch.Tensor], pool_labels: torch.Tensor, num_classes: int
-) -> dict[str, float]:
-    """Precision against the pool's true labels, entropy of selected vs rest, class histogram."""
-    ent = scores["entropy"]
-    chosen = torch.zeros(ent.numel(), dtype=torch.bool)
-    chosen[selection.indices] = True
-    finite = torch.isfinite(ent)
-
-    def mean_of(mask: torch.Tensor) -> float:
-        return float(ent[mask].mean()) if bool(mask.any()) else float("nan")
-
-    metrics: dict[str, float] = {
-        "select/num_selected": float(len(selection)),
-        "select/fraction_of_pool": len(selection) / max(1, ent.numel()),
-        "select/nonfinite_scores": float((~finite).sum()),
-        "select/pseudo_label_precision": (
-            float((selection.labels == pool_labels[selection.indices]).float().mean()) if len(selection) else float("nan")
-        ),
-        "select/entropy_selected_mean": mean_of(chosen & finite),
-        "select/entropy_selected_max": float(ent[chosen & finite].max()) if bool((chosen & finite).any()) else float("nan"),
-        "select/entropy_rest_mean": mean_of(~chosen & finite),
-        "select/pool_prediction_accuracy": float((scores["prediction"] == pool_labels).float().mean()),
-    }
-    hist = torch.bincount(selection.labels, minlength=num_classes)
-    for c in range(num_classes):
-        metrics[f"select/class_{c}"] = float(hist[c])
-    return metrics
-
-
-def log_selection_media(
-    logger: RunLogger, step: int, splits: Splits, selection: Selection, scores: dict[str, torch.Tensor], max_rows: int = 64
-) -> None:
+def log_selection_media(logger: RunLogger, step: int, splits: Splits, picked: RoundSelection, max_rows: int = 64) -> None:
     """W&B-only extras: entropy histograms and a table of up to ``max_rows`` selected samples
     (evenly spread over the selection's entropy order, so both ends of it show)."""
     if logger.wandb_mode == "disabled":
         return
-    selected = torch.zeros(splits.pool_size, dtype=torch.bool)
-    selected[selection.indices] = True
-    correct = torch.zeros(splits.pool_size, dtype=torch.bool)
-    correct[selection.indices] = selection.labels == splits.pool_labels[selection.indices]
-    order = selection.indices[torch.argsort(scores["entropy"][selection.indices], stable=True)]
-    picks = order[torch.linspace(0, len(order) - 1, min(max_rows, len(order))).long()] if len(order) else order
+    selection = picked.selection
+    order = torch.argsort(picked.selected_entropy, stable=True)
+    rows = order[torch.linspace(0, len(order) - 1, min(max_rows, len(order))).long()] if len(order) else order
     samples = [
         (
-            splits.train_source.image(int(splits.pool_source_indices[i])),
-            int(selection.labels[selection.indices == i][0]),
-            float(scores["entropy"][i]),
-            int(splits.pool_labels[i]),
+            splits.train_source.image(int(splits.pool_source_indices[selection.indices[r]])),
+            int(selection.labels[r]),
+            float(picked.selected_entropy[r]),
+            int(splits.pool_labels[selection.indices[r]]),
         )
-        for i in picks.tolist()
+        for r in rows.tolist()
     ]
-    logger.log_selection_media(step, scores["entropy"], selected, correct, samples)
+    logger.log_selection_media(step, picked.histogram_edges, picked.histograms, samples)
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -395,24 +363,23 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
         if not state.mid_round:
             pending: dict[str, float] = {"round/index": round_index}
             if round_index > 0:
-                k = cfg.pseudo.percent_for_round(round_index)
-                scores = score_dataset(accelerator, model, pool, cfg.train.eval_batch_size, cfg.pseudo.eps, cfg.data.num_workers)
-                fault_point(f"scored:{round_index}", accelerator)
-                picked = select_pseudo_labels(
-                    scores["entropy"], scores["prediction"], k, num_classes,
-                    cfg.pseudo.class_balanced, selection if cfg.pseudo.accumulate else None,
+                picked = select_for_round(
+                    accelerator, model, pool, splits.pool_labels, cfg.pseudo.percent_for_round(round_index), num_classes,
+                    cfg.pseudo.class_balanced, selection if cfg.pseudo.accumulate else None, round_index,
+                    cfg.train.eval_batch_size, cfg.pseudo.eps, cfg.data.num_workers,
                 )
-                selection = share_from_main(accelerator, picked)
-                pending.update(selection_metrics(selection, scores, splits.pool_labels, num_classes))
-                pending["select/top_k_percent"] = k
+                selection = picked.selection
+                pending.update(picked.metrics)
                 if pending["select/nonfinite_scores"] > 0:
                     accelerator.print(
                         f"warning: round {round_index}: {int(pending['select/nonfinite_scores'])} pool samples had "
                         "NaN/Inf logits and were not selected"
                     )
                 if accelerator.is_main_process:
-                    write_pseudo_labels(out_dir / f"pseudo_labels_round{round_index:02d}.csv", splits, selection, scores["entropy"])
-                    log_selection_media(logger, state.position["global_step"], splits, selection, scores)
+                    write_pseudo_labels(
+                        out_dir / f"pseudo_labels_round{round_index:02d}.csv", splits, selection, picked.selected_entropy
+                    )
+                    log_selection_media(logger, state.position["global_step"], splits, picked)
                 if cfg.pseudo.reinit_model:
                     torch.manual_seed(cfg.seed + 7919 * round_index)
                     fresh = build_model(cfg.model.name, channels, num_classes)

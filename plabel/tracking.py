@@ -92,34 +92,26 @@ class RunLogger:
     def log_selection_media(
         self,
         step: int,
-        entropy: torch.Tensor,
-        selected: torch.Tensor,
-        correct: torch.Tensor,
+        edges: torch.Tensor,
+        histograms: dict[str, torch.Tensor],
         samples: list[tuple[torch.Tensor, int, float, int]],
     ) -> None:
-        """Per-round W&B histograms (selected vs rest; correct vs wrong pseudo-labels) and a
-        bounded table of selected samples (image, pseudo-label, entropy, true label)."""
+        """Per-round W&B entropy histograms (whole-pool counts: selected vs rest, correct vs
+        wrong pseudo-labels) and a bounded table of selected samples."""
         if not self.accelerator.is_main_process or self.wandb_mode == "disabled":
             return
         import wandb
 
-        finite = entropy.isfinite()
-
-        def hist(mask: torch.Tensor) -> Any:
-            values = entropy[mask & finite].numpy()
-            return wandb.Histogram(values) if values.size else None
-
-        objects = {
-            "select/entropy_hist_selected": hist(selected),
-            "select/entropy_hist_rest": hist(~selected),
-            "select/entropy_hist_correct": hist(selected & correct),
-            "select/entropy_hist_wrong": hist(selected & ~correct),
+        objects: dict[str, Any] = {
+            f"select/entropy_hist_{name}": wandb.Histogram(np_histogram=(counts.numpy(), edges.numpy()))
+            for name, counts in histograms.items()
+            if float(counts.sum()) > 0
         }
         table = wandb.Table(columns=["image", "pseudo_label", "entropy", "true_label"])
         for image, pseudo, ent, true in samples:
             table.add_data(wandb.Image(image.permute(1, 2, 0).squeeze(-1).numpy()), pseudo, ent, true)
         objects["select/samples"] = table
-        self.log_rich({k: v for k, v in objects.items() if v is not None}, step)
+        self.log_rich(objects, step)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         if not self.accelerator.is_main_process:

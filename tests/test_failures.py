@@ -161,9 +161,7 @@ def test_nonfinite_logits_are_never_selected_and_are_counted():
     from accelerate import Accelerator
     from torch.utils.data import TensorDataset
 
-    from plabel.loop import score_dataset
-    from plabel.run import selection_metrics
-    from plabel.selection import select_pseudo_labels
+    from plabel.round_selection import select_for_round
 
     class NaNForBrightInputs(torch.nn.Module):
         def forward(self, x):
@@ -172,13 +170,15 @@ def test_nonfinite_logits_are_never_selected_and_are_counted():
             return logits
 
     x = torch.linspace(0, 1, 40).unsqueeze(1).repeat(1, 3)
-    ds = TensorDataset(x, torch.zeros(40, dtype=torch.long), torch.arange(40))
-    scores = score_dataset(Accelerator(cpu=True), NaNForBrightInputs(), ds, batch_size=7, eps=1e-10)
-    bad = ~torch.isfinite(scores["entropy"])
-    assert int(bad.sum()) == 20
-    sel = select_pseudo_labels(scores["entropy"], scores["prediction"], 100, 2)
-    assert len(sel) == 20 and not bad[sel.indices].any()
-    assert selection_metrics(sel, scores, torch.zeros(40, dtype=torch.long), 2)["select/nonfinite_scores"] == 20
+    pool = TensorDataset(x, torch.zeros(40, dtype=torch.long), torch.arange(40))
+    picked = select_for_round(
+        Accelerator(cpu=True), NaNForBrightInputs(), pool, torch.zeros(40, dtype=torch.long), percent=100,
+        num_classes=2, class_balanced=False, previous=None, round_index=1, batch_size=7, eps=1e-10,
+    )
+    assert picked.metrics["select/nonfinite_scores"] == 20
+    assert picked.selection.indices.tolist() == list(range(20))  # only the 20 finite ones, even at k = 100%
+    assert torch.isfinite(picked.selected_entropy).all()
+    assert float(picked.histograms["selected"].sum()) == 20
 
 
 # ---- processes and signals -------------------------------------------------------------------
