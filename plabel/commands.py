@@ -79,16 +79,21 @@ def score_main(argv: Optional[Sequence[str]] = None) -> int:
     from plabel.data.splits import IndexedImages, build_transform
     from plabel.loop import score_dataset
     from plabel.models import build_model
-    from plabel.run import build_accelerator
+    from plabel.run import build_accelerator, loader_options
 
     cfg.tracking.mode = "disabled"
     accelerator, _ = build_accelerator(cfg)
     model = build_model(cfg.model.name, info["channels"], info["num_classes"])
     model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     model = accelerator.prepare(model)
     dataset = IndexedImages(source, torch.arange(len(source)), build_transform(source.channels, "none", train=False))
     # The same pass the training rounds make over the pool: sharded, gathered by index.
-    scores = score_dataset(accelerator, model, dataset, args.batch_size or cfg.train.eval_batch_size, cfg.pseudo.eps, cfg.data.num_workers)
+    scores = score_dataset(
+        accelerator, model, dataset, args.batch_size or cfg.train.eval_batch_size, cfg.pseudo.eps,
+        loader_options(cfg, accelerator),
+    )
     if accelerator.is_main_process:
         output.parent.mkdir(parents=True, exist_ok=True)
         table = np.column_stack(

@@ -77,6 +77,8 @@ class DataConfig:
         "light", "training augmentation: none; light = small affine (digits) / crop+flip (colour); strong adds more"
     )
     num_workers: int = _f(0, "DataLoader workers per process (0 = load in the training process)")
+    persistent_workers: bool = _f(False, "keep DataLoader workers alive between epochs (needs num_workers > 0)")
+    pin_memory: Optional[bool] = _f(None, "pin host memory for faster copies to the GPU; None = on when CUDA is used")
 
     def validate(self) -> None:
         self.train.validate("data.train")
@@ -91,6 +93,8 @@ class DataConfig:
         if self.pool_limit is not None:
             _positive("data.pool_limit", self.pool_limit)
         _non_negative("data.num_workers", self.num_workers)
+        if self.persistent_workers and self.num_workers == 0:
+            raise ConfigError("data.persistent_workers: needs data.num_workers > 0")
 
 
 @dataclass
@@ -116,6 +120,7 @@ class TrainConfig:
     lr: float = _f(1e-3, "peak learning rate")
     weight_decay: float = _f(5e-4, "weight decay")
     lr_schedule: Literal["cosine", "constant"] = _f("cosine", "per-round learning-rate schedule over the round's steps")
+    channels_last: bool = _f(False, "channels_last memory format for the model and its inputs (training and scoring)")
     mixed_precision: Optional[Literal["no", "bf16", "fp16"]] = _f(
         None, "autocast precision for training and scoring; None = what the launcher says (launch/*.yaml)"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from accelerate import Accelerator
@@ -18,6 +18,26 @@ from plabel.distributed import gather_pool, mean_across_processes, shard_range, 
 from plabel.loss import combined_loss
 from plabel.schedule import alpha_at, lr_at
 from plabel.scoring import entropy, margin, max_probability
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How batches are loaded and laid out; the same for training and scoring."""
+
+    num_workers: int = 0
+    persistent_workers: bool = False
+    pin_memory: bool = False
+    channels_last: bool = False
+
+    def dataloader_kwargs(self) -> dict[str, Any]:
+        return {
+            "num_workers": self.num_workers,
+            "persistent_workers": self.persistent_workers and self.num_workers > 0,
+            "pin_memory": self.pin_memory,
+        }
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
 
 @dataclass
@@ -41,7 +61,7 @@ def seed_step(seed: int, position: RoundPosition, process_index: int) -> None:
 
 
 def make_train_loader(
-    accelerator: Accelerator, dataset: Dataset, batch_size: int, steps: int, seed: int, num_workers: int
+    accelerator: Accelerator, dataset: Dataset, batch_size: int, steps: int, seed: int, options: LoaderOptions
 ) -> DataLoader:
     """A per-process loader that yields exactly ``steps`` batches of ``batch_size`` per epoch.
 
@@ -54,8 +74,7 @@ def make_train_loader(
         batch_size=batch_size,
         shuffle=True,
         drop_last=True,
-        num_workers=num_workers,
-        pin_memory=accelerator.device.type == "cuda",
+        **options.dataloader_kwargs(),
     )
     # The module-level helper (not accelerator.prepare) because the pseudo-labeled set changes
     # every round and these loaders carry no state worth checkpointing: position is all we need.
@@ -88,7 +107,7 @@ def train_round(
     log: Callable[[dict[str, float], int], None],
     log_every: int,
     after_step: Callable[[RoundPosition, bool], None] = lambda position, epoch_ended: None,
-    num_workers: int = 0,
+    options: LoaderOptions = LoaderOptions(),
 ) -> RoundPosition:
     """Train one round from ``position`` (which may be mid-epoch, after a restart).
 
@@ -97,9 +116,9 @@ def train_round(
     """
     steps = train_cfg.steps_per_epoch
     total_steps = train_cfg.epochs * steps
-    labeled_loader = make_train_loader(accelerator, labeled, train_cfg.batch_size, steps, seed, num_workers)
+    labeled_loader = make_train_loader(accelerator, labeled, train_cfg.batch_size, steps, seed, options)
     pseudo_loader = (
-        make_train_loader(accelerator, pseudo, train_cfg.pseudo_batch_size, steps, seed + 1, num_workers)
+        make_train_loader(accelerator, pseudo, train_cfg.pseudo_batch_size, steps, seed + 1, options)
         if pseudo is not None and len(pseudo) > 0  # type: ignore[arg-type]
         else None
     )
@@ -137,10 +156,10 @@ def train_round(
                 group["lr"] = lr
             if x_p is not None:
                 # One forward over both batches: BatchNorm sees the same mix it is evaluated on.
-                logits = model(torch.cat([x_l, x_p]))
+                logits = model(options.layout(torch.cat([x_l, x_p])))
                 loss, loss_l, loss_p = combined_loss(logits[: len(x_l)], y_l, logits[len(x_l):], y_p, alpha)
             else:
-                loss, loss_l, loss_p = combined_loss(model(x_l), y_l, None, None, 0.0)
+                loss, loss_l, loss_p = combined_loss(model(options.layout(x_l)), y_l, None, None, 0.0)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()
@@ -182,7 +201,7 @@ def score_shard(
     dataset: Dataset,
     batch_size: int,
     eps: float,
-    num_workers: int = 0,
+    options: LoaderOptions = LoaderOptions(),
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Score this process's contiguous shard of ``dataset``: (shard indices, shard-sized columns).
 
@@ -202,12 +221,11 @@ def score_shard(
     shard = shard_range(accelerator, size)
     columns = {name: torch.empty(len(shard), dtype=dtype) for name, dtype in SCORE_COLUMNS.items()}
     loader = DataLoader(
-        Subset(dataset, shard), batch_size=batch_size, shuffle=False, num_workers=num_workers,
-        pin_memory=accelerator.device.type == "cuda",
+        Subset(dataset, shard), batch_size=batch_size, shuffle=False, **options.dataloader_kwargs()
     )
     for x, y, index in loader:
         with accelerator.autocast():
-            logits = bare(x.to(accelerator.device, non_blocking=True))
+            logits = bare(options.layout(x.to(accelerator.device, non_blocking=True)))
         logits = logits.float()
         at = index.long() - shard.start
         columns["entropy"][at] = entropy(logits, eps).cpu()
@@ -225,14 +243,14 @@ def score_dataset(
     dataset: Dataset,
     batch_size: int,
     eps: float,
-    num_workers: int = 0,
+    options: LoaderOptions = LoaderOptions(),
 ) -> dict[str, torch.Tensor]:
     """Score every sample of ``dataset`` once; dataset-sized arrays on every process.
 
     :func:`score_shard` on each process, then the all-gather reference path. Used for the test
     set and ``plabel score``; the pool's selection uses the sharded path instead.
     """
-    index, columns = score_shard(accelerator, model, dataset, batch_size, eps, num_workers)
+    index, columns = score_shard(accelerator, model, dataset, batch_size, eps, options)
     return gather_pool(accelerator, index, columns, len(dataset))  # type: ignore[arg-type]
 
 

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from plabel.distributed import gather_concat, max_across_processes, sum_across_processes
 from plabel.distributed_select import all_gather_selected, select_pseudo_labels_sharded
 from plabel.faults import fault_point
-from plabel.loop import score_shard
+from plabel.loop import LoaderOptions, score_shard
 from plabel.selection import Selection
 
 HISTOGRAM_BINS = 40
@@ -48,7 +48,7 @@ def select_for_round(
     round_index: int,
     batch_size: int,
     eps: float,
-    num_workers: int = 0,
+    options: LoaderOptions = LoaderOptions(),
 ) -> RoundSelection:
     """Score the pool and pick this round's pseudo-labels, identically on every process.
 
@@ -56,7 +56,7 @@ def select_for_round(
     ``previous`` (accumulating rounds) keeps earlier picks with their labels.
     """
     pool_size = len(pool)  # type: ignore[arg-type]
-    index, columns = score_shard(accelerator, model, pool, batch_size, eps, num_workers)
+    index, columns = score_shard(accelerator, model, pool, batch_size, eps, options)
     fault_point(f"scored:{round_index}", accelerator)
     start, stop = (int(index[0]), int(index[-1]) + 1) if index.numel() else (0, 0)
     previous_local = None

@@ -30,14 +30,16 @@ from plabel.config import ConfigError, RunConfig, diff_configs, flatten
 from plabel.data.splits import IndexedImages, Splits, build_transform, make_splits
 from plabel.distributed import share_from_main
 from plabel.faults import Preempted, fault_point, install_preemption_handlers, stop_requested
-from plabel.loop import RoundPosition, accuracy, score_dataset, train_round
+from plabel.loop import LoaderOptions, RoundPosition, accuracy, score_dataset, train_round
 from plabel.models import build_model
 from plabel.round_selection import RoundSelection, select_for_round
 from plabel.selection import Selection
 from plabel.tracking import RunLogger, resolve_wandb_mode, start_trackers
 
 # Fields that may change between a run and its resumption without changing its results.
-RESUME_IGNORES = ("output_dir", "resume", "collective_timeout_s", "data.num_workers")
+RESUME_IGNORES = (
+    "output_dir", "resume", "collective_timeout_s", "data.num_workers", "data.persistent_workers", "data.pin_memory",
+)
 RESUME_IGNORE_PREFIXES = ("tracking.", "checkpoint.")
 RUN_INFO = "run_info.json"
 
@@ -241,6 +243,11 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def loader_options(cfg: RunConfig, accelerator: Accelerator) -> LoaderOptions:
+    pin = cfg.data.pin_memory if cfg.data.pin_memory is not None else accelerator.device.type == "cuda"
+    return LoaderOptions(cfg.data.num_workers, cfg.data.persistent_workers, pin, cfg.train.channels_last)
+
+
 def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     if cfg.train.optimizer == "sgd":
         return torch.optim.SGD(
@@ -326,8 +333,11 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
         f"{num_classes} classes"
     )
 
+    options = loader_options(cfg, accelerator)
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     model = build_model(cfg.model.name, channels, num_classes)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model)
     model, optimizer = accelerator.prepare(model, optimizer)
 
@@ -366,7 +376,7 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
                 picked = select_for_round(
                     accelerator, model, pool, splits.pool_labels, cfg.pseudo.percent_for_round(round_index), num_classes,
                     cfg.pseudo.class_balanced, selection if cfg.pseudo.accumulate else None, round_index,
-                    cfg.train.eval_batch_size, cfg.pseudo.eps, cfg.data.num_workers,
+                    cfg.train.eval_batch_size, cfg.pseudo.eps, options,
                 )
                 selection = picked.selection
                 pending.update(picked.metrics)
@@ -409,12 +419,12 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
         try:
             position = train_round(
                 accelerator, model, optimizer, labeled, pseudo, cfg.train, cfg.pseudo, cfg.seed, position,
-                logger.log, cfg.tracking.log_every, after_step, cfg.data.num_workers,
+                logger.log, cfg.tracking.log_every, after_step, options,
             )
         except Preempted:
             logger.close()
             raise
-        test_scores = score_dataset(accelerator, model, test, cfg.train.eval_batch_size, cfg.pseudo.eps, cfg.data.num_workers)
+        test_scores = score_dataset(accelerator, model, test, cfg.train.eval_batch_size, cfg.pseudo.eps, options)
         acc = accuracy(test_scores)
         pseudo_count = len(selection) if (selection is not None and round_index > 0) else 0
         round_metrics = {

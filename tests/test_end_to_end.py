@@ -169,3 +169,16 @@ def test_tracker_gets_config_and_per_round_keys_from_main_process_only(tmp_path)
     assert STEP_KEYS <= set().union(*(values for _, values in logs))
     alphas = [values["train/alpha"] for _, values in logs if "train/alpha" in values and values["train/round"] == 1]
     assert alphas[0] == 0.0  # the ramp starts at 0 in a round's first epoch
+
+
+def test_loader_workers_do_not_change_results(tmp_path):
+    """Augmentation is seeded per draw, not by the process RNG: worker processes (persistent or
+    not) see the same randomness as loading in the training process."""
+    summaries = []
+    for name, extra in (("inline", []), ("workers", ["--data.num_workers", "2", "--data.persistent_workers", "true"])):
+        out = tmp_path / name
+        proc = _train([*TINY, "--tracking.mode", "disabled", "--output_dir", str(out), *extra])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summaries.append(json.loads((out / "summary.json").read_text())["rounds"])
+        summaries.append((out / "pseudo_labels_round02.csv").read_text())
+    assert summaries[0] == summaries[2] and summaries[1] == summaries[3]

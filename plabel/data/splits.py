@@ -163,10 +163,15 @@ class Repeated(Dataset):
         self.length = length
         self.base_len = len(base)  # type: ignore[arg-type]
         self.seed = seed
-        self.epoch = 0
+        # Shared memory, so DataLoader workers (persistent ones too) see set_epoch's value.
+        self._epoch = torch.zeros(1, dtype=torch.long).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self._epoch[0] = epoch
 
     def __len__(self) -> int:
         return self.length
