@@ -127,7 +127,7 @@ def train_round(
         total=total_steps,
         initial=position.epoch * steps + position.step_in_epoch,
         desc=f"round {position.round_index}",
-        disable=not accelerator.is_local_main_process,
+        disable=not accelerator.is_main_process,
         leave=False,
     )
     while position.epoch < train_cfg.epochs:

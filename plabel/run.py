@@ -78,6 +78,12 @@ class RunDir:
     notes: list[str] = field(default_factory=list)
 
 
+def say(accelerator: Accelerator, message: str) -> None:
+    """Print once per job (the global main process), not once per node like accelerator.print."""
+    if accelerator.is_main_process:
+        print(message, flush=True)
+
+
 def build_accelerator(cfg: RunConfig, extra_trackers: Sequence[GeneralTracker] = ()) -> tuple[Accelerator, str]:
     wandb_mode = resolve_wandb_mode(cfg.tracking)
     log_with: list[Any] = (["wandb"] if wandb_mode != "disabled" else []) + list(extra_trackers)
@@ -275,8 +281,8 @@ def _check_num_classes(cfg: RunConfig, splits: Splits) -> int:
 
 
 def _print_done(accelerator: Accelerator, summary: dict[str, Any]) -> None:
-    accelerator.print("\n" + format_table(summary["rounds"]))
-    accelerator.print(
+    say(accelerator, "\n" + format_table(summary["rounds"]))
+    say(accelerator, 
         f"baseline {100 * summary['baseline_accuracy']:.2f}% -> final {100 * summary['final_accuracy']:.2f}% "
         f"({100 * summary['gain_over_baseline']:+.2f} points) in {summary['wall_time_s']} s; outputs in {summary['output_dir']}"
     )
@@ -302,10 +308,10 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
     out_dir = run_dir.path
     resolved["output_dir"] = str(out_dir)
     for note in run_dir.notes:
-        accelerator.print(f"note: {note}")
+        say(accelerator, f"note: {note}")
     if run_dir.status == "complete":
         summary = json.loads((out_dir / "summary.json").read_text())
-        accelerator.print(f"{out_dir} holds a complete run of this configuration; nothing to do.")
+        say(accelerator, f"{out_dir} holds a complete run of this configuration; nothing to do.")
         _print_done(accelerator, summary)
         accelerator.end_training()
         return summary
@@ -316,8 +322,8 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
         if accelerator.is_main_process and run_dir.checkpoint.resolve().parent.parent == out_dir.resolve():
             with open(out_dir / "metrics.jsonl", "r+") as f:  # drop what the lost steps logged
                 f.truncate(saved_state["metrics_offset"])
-    accelerator.print(f"plabel run -> {out_dir}  ({accelerator.num_processes} process(es) on {accelerator.device.type}; {run_dir.status})")
-    accelerator.print(yaml.safe_dump(resolved, sort_keys=False).rstrip())
+    say(accelerator, f"plabel run -> {out_dir}  ({accelerator.num_processes} process(es) on {accelerator.device.type}; {run_dir.status})")
+    say(accelerator, yaml.safe_dump(resolved, sort_keys=False).rstrip())
     logger = start_trackers(
         accelerator, cfg.tracking, wandb_mode, out_dir.name, out_dir, flatten(resolved), run_dir.wandb_run_id
     )
@@ -328,7 +334,7 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
     labeled = IndexedImages(splits.train_source, splits.labeled_source_indices, train_tf)
     pool = IndexedImages(splits.train_source, splits.pool_source_indices, eval_tf)
     test = IndexedImages(splits.test_source, splits.test_source_indices, eval_tf)
-    accelerator.print(
+    say(accelerator, 
         f"data: {splits.train_source.description}; labeled {len(labeled)}, pool {len(pool)}, test {len(test)}, "
         f"{num_classes} classes"
     )
@@ -346,13 +352,13 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
         loaded, tensors = load_checkpoint(accelerator, run_dir.checkpoint)
         state = RunState(**{**loaded, "num_processes": accelerator.num_processes, "config": resolved})
         if loaded["num_processes"] != accelerator.num_processes:
-            accelerator.print(
+            say(accelerator, 
                 f"warning: checkpoint written by {loaded['num_processes']} processes, resuming with "
                 f"{accelerator.num_processes}; the run continues but will not replay the original exactly"
             )
         if tensors["indices"].numel() or state.next_round > 0:
             selection = Selection(tensors["indices"].long(), tensors["labels"].long())
-        accelerator.print(
+        say(accelerator, 
             f"resumed from {run_dir.checkpoint} at round {state.next_round}, global step {state.position['global_step']}"
         )
     existing = list_checkpoints(out_dir) if accelerator.is_main_process else []
@@ -367,7 +373,7 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
             "labels": selection.labels if selection is not None else empty,
         }
         path = save_checkpoint(accelerator, out_dir, state.seq, dataclasses.asdict(state), tensors, cfg.checkpoint.keep)
-        accelerator.print(f"checkpoint ({stage}) -> {path}")
+        say(accelerator, f"checkpoint ({stage}) -> {path}")
 
     for round_index in range(state.next_round, cfg.pseudo.rounds + 1):
         if not state.mid_round:
@@ -381,7 +387,7 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
                 selection = picked.selection
                 pending.update(picked.metrics)
                 if pending["select/nonfinite_scores"] > 0:
-                    accelerator.print(
+                    say(accelerator, 
                         f"warning: round {round_index}: {int(pending['select/nonfinite_scores'])} pool samples had "
                         "NaN/Inf logits and were not selected"
                     )
@@ -437,7 +443,7 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
         )
         state.rows.append(dataclasses.asdict(row))
         table = format_table(state.rows).splitlines()
-        accelerator.print("\n".join(table if round_index == 0 or len(state.rows) == 1 else table[-1:]))
+        say(accelerator, "\n".join(table if round_index == 0 or len(state.rows) == 1 else table[-1:]))
         state.position = dataclasses.asdict(position)
         state.next_round, state.mid_round, state.pending_metrics = round_index + 1, False, {}
         save(f"round {round_index} done")
@@ -464,5 +470,5 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
     offline_dir = logger.offline_run_dir()
     logger.close()
     if offline_dir is not None:
-        accelerator.print(f"W&B ran offline; upload with: wandb sync {offline_dir}")
+        say(accelerator, f"W&B ran offline; upload with: wandb sync {offline_dir}")
     return summary
