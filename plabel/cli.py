@@ -128,6 +128,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "train": lambda rest: train_main(rest, prog="plabel train"),
         "score": score_main,
         "export": export_main,
+        # Imported on use: plabel.report loads torch, which would slow every --help.
+        "report": lambda rest: __import__("plabel.report", fromlist=["report_main"]).report_main(rest, prog="plabel report"),
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print("usage: plabel {" + ",".join(commands) + "} [options]   (plabel <command> --help for options)")

@@ -268,7 +268,7 @@ def reset_optimizer(optimizer: torch.optim.Optimizer) -> None:
     inner.state.clear()
 
 
-def _check_num_classes(cfg: RunConfig, splits: Splits) -> int:
+def check_num_classes(cfg: RunConfig, splits: Splits) -> int:
     if cfg.model.num_classes is None:
         return splits.num_classes
     highest = max(int(splits.train_source.labels.max()), int(splits.test_source.labels.max()))
@@ -299,7 +299,7 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
     accelerator, wandb_mode = build_accelerator(cfg, extra_trackers)
     # Data problems are user errors: find them on every process before a run folder exists.
     splits = make_splits(cfg.data, cfg.seed)
-    num_classes = _check_num_classes(cfg, splits)
+    num_classes = check_num_classes(cfg, splits)
     resolved = cfg.to_dict()
     model_info = {
         "num_classes": num_classes, "channels": splits.train_source.channels, "image_size": list(splits.train_source.image_size),
