@@ -317,15 +317,19 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
         return summary
 
     state = RunState(num_processes=accelerator.num_processes, config=resolved)
+    already_tracked = 0
     if run_dir.checkpoint is not None:
         saved_state = json.loads((run_dir.checkpoint / "plabel_state.json").read_text())
         if accelerator.is_main_process and run_dir.checkpoint.resolve().parent.parent == out_dir.resolve():
-            with open(out_dir / "metrics.jsonl", "r+") as f:  # drop what the lost steps logged
+            with open(out_dir / "metrics.jsonl", "r+") as f:  # drop what the steps after the checkpoint logged
+                f.seek(saved_state["metrics_offset"])
+                already_tracked = sum(1 for _ in f)  # the replay will log exactly these again
                 f.truncate(saved_state["metrics_offset"])
     say(accelerator, f"plabel run -> {out_dir}  ({accelerator.num_processes} process(es) on {accelerator.device.type}; {run_dir.status})")
     say(accelerator, yaml.safe_dump(resolved, sort_keys=False).rstrip())
     logger = start_trackers(
-        accelerator, cfg.tracking, wandb_mode, out_dir.name, out_dir, flatten(resolved), run_dir.wandb_run_id
+        accelerator, cfg.tracking, wandb_mode, out_dir.name, out_dir, flatten(resolved), run_dir.wandb_run_id,
+        already_tracked,
     )
 
     channels = splits.train_source.channels

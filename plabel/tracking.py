@@ -55,10 +55,15 @@ def _jsonable(value: Any) -> Any:
 class RunLogger:
     """Sends metric dicts to the trackers and appends them to ``metrics.jsonl``."""
 
-    def __init__(self, accelerator: Accelerator, out_dir: Path, wandb_mode: str) -> None:
+    def __init__(self, accelerator: Accelerator, out_dir: Path, wandb_mode: str, already_tracked: int = 0) -> None:
         self.accelerator = accelerator
         self.out_dir = out_dir
         self.wandb_mode = wandb_mode
+        # A resumed run replays the steps between its checkpoint and the crash exactly, so its
+        # first ``already_tracked`` log calls repeat entries the trackers already hold: they go
+        # to metrics.jsonl (which was cut back to the checkpoint) but not again to W&B, whose
+        # step numbers must keep increasing.
+        self._already_tracked = already_tracked
         self._file = open(out_dir / "metrics.jsonl", "a") if accelerator.is_main_process else None
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
@@ -66,7 +71,10 @@ class RunLogger:
         if not self.accelerator.is_main_process:
             return
         clean = {k: _jsonable(v) for k, v in metrics.items()}
-        self.accelerator.log(clean, step=step)
+        if self._already_tracked > 0:
+            self._already_tracked -= 1
+        else:
+            self.accelerator.log(clean, step=step)
         assert self._file is not None
         self._file.write(json.dumps({"step": step, **clean}) + "\n")
         self._file.flush()
@@ -151,6 +159,7 @@ def start_trackers(
     out_dir: Path,
     flat_config: dict[str, Any],
     wandb_run_id: Optional[str] = None,
+    already_tracked: int = 0,
 ) -> RunLogger:
     """Start the trackers given to the Accelerator (``log_with``) and return the run logger.
 
@@ -186,4 +195,4 @@ def start_trackers(
         wandb_mode = "offline"
         init_kwargs["wandb"]["mode"] = "offline"
         accelerator.init_trackers(cfg.project, config=flat_config, init_kwargs=init_kwargs)
-    return RunLogger(accelerator, out_dir, wandb_mode)
+    return RunLogger(accelerator, out_dir, wandb_mode, already_tracked)

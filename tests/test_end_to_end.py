@@ -182,3 +182,31 @@ def test_loader_workers_do_not_change_results(tmp_path):
         summaries.append(json.loads((out / "summary.json").read_text())["rounds"])
         summaries.append((out / "pseudo_labels_round02.csv").read_text())
     assert summaries[0] == summaries[2] and summaries[1] == summaries[3]
+
+
+def _crash_then_resume_with_recorders(accelerator, out_dir):
+    from plabel.cli import resolve_config
+    from plabel.run import run
+
+    cfg, _ = resolve_config([*TINY, "--tracking.mode", "disabled", "--output_dir", out_dir])
+    first, second = RecordingTracker(), RecordingTracker()
+    os.environ["PLABEL_FAULT"] = "step:10@0:raise"  # round 1, epoch 1: after its epoch-end checkpoint
+    try:
+        run(cfg, extra_trackers=[first])
+    except RuntimeError:
+        pass
+    finally:
+        del os.environ["PLABEL_FAULT"]
+    run(cfg, extra_trackers=[second])
+    return first.logs, second.logs
+
+
+def test_resumed_run_sends_the_tracker_only_new_steps(tmp_path):
+    ((first, second),) = run_processes(_crash_then_resume_with_recorders, 1, str(tmp_path / "r"), timeout=300)
+    records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    # Together the two tracker sessions received exactly what metrics.jsonl holds, each entry once,
+    # and the resumed session's steps continue where the first one stopped.
+    assert [(step, values) for step, values in first + second] == [
+        (r["step"], {k: v for k, v in r.items() if k != "step"}) for r in records
+    ]
+    assert first and second and second[0][0] >= first[-1][0]
