@@ -143,6 +143,11 @@ class PseudoConfig:
         [20.0, 40.0, 60.0, 80.0],
         "percent of the whole pool selected per round (lowest entropy): one number, or one per round",
     )
+    score: Literal["entropy", "max_probability", "margin", "random"] = _f(
+        "entropy",
+        "what ranks the pool: entropy (lowest first), max_probability or margin (highest first), or random "
+        "(the baseline: same counts, random samples)",
+    )
     accumulate: bool = _f(
         False,
         "keep earlier selections (with their first pseudo-labels) and fill up to k%% from the rest; "

@@ -21,7 +21,7 @@ from plabel.distributed import gather_concat, max_across_processes, sum_across_p
 from plabel.distributed_select import all_gather_selected, select_pseudo_labels_sharded
 from plabel.faults import fault_point
 from plabel.loop import LoaderOptions, score_shard
-from plabel.selection import Selection
+from plabel.selection import Selection, ranking_scores
 
 HISTOGRAM_BINS = 40
 HISTOGRAMS = ("selected", "rest", "correct", "wrong")
@@ -49,11 +49,15 @@ def select_for_round(
     batch_size: int,
     eps: float,
     options: LoaderOptions = LoaderOptions(),
+    score: str = "entropy",
+    seed: int = 0,
 ) -> RoundSelection:
     """Score the pool and pick this round's pseudo-labels, identically on every process.
 
     ``pool_labels`` are the pool's true labels, used only for precision and diagnostics.
-    ``previous`` (accumulating rounds) keeps earlier picks with their labels.
+    ``previous`` (accumulating rounds) keeps earlier picks with their labels. ``score`` picks
+    the ranking (see :func:`plabel.selection.ranking_scores`); statistics are always reported
+    on entropy.
     """
     pool_size = len(pool)  # type: ignore[arg-type]
     index, columns = score_shard(accelerator, model, pool, batch_size, eps, options)
@@ -64,8 +68,9 @@ def select_for_round(
         mine = (previous.indices >= start) & (previous.indices < stop)
         previous_local = (previous.indices[mine], previous.labels[mine])
     entropy = columns["entropy"]
+    ranking = ranking_scores(columns, index, score, seed, round_index)
     local_idx, local_labels = select_pseudo_labels_sharded(
-        accelerator, index, entropy, columns["prediction"], pool_size, percent, num_classes,
+        accelerator, index, ranking, columns["prediction"], pool_size, percent, num_classes,
         class_balanced, previous_local,
     )
     selection = all_gather_selected(accelerator, local_idx, local_labels)

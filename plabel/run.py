@@ -386,7 +386,7 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
                 picked = select_for_round(
                     accelerator, model, pool, splits.pool_labels, cfg.pseudo.percent_for_round(round_index), num_classes,
                     cfg.pseudo.class_balanced, selection if cfg.pseudo.accumulate else None, round_index,
-                    cfg.train.eval_batch_size, cfg.pseudo.eps, options,
+                    cfg.train.eval_batch_size, cfg.pseudo.eps, options, cfg.pseudo.score, cfg.seed,
                 )
                 selection = picked.selection
                 pending.update(picked.metrics)

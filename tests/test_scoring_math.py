@@ -139,3 +139,29 @@ def test_combined_loss_terms_are_separate_means():
     assert total.item() == pytest.approx(a.item() + 0.3 * b.item(), abs=1e-6)
     total0, _, b0 = combined_loss(ll, yl, None, None, alpha=1.0)
     assert b0.item() == 0.0 and total0.item() == pytest.approx(a.item(), abs=1e-6)
+
+
+def test_random_scores_depend_only_on_index_seed_and_salt():
+    from plabel.selection import random_scores
+
+    full = random_scores(torch.arange(10_000), seed=3, salt=1)
+    assert full.min() >= 0 and full.max() < 1
+    assert abs(full.mean().item() - 0.5) < 0.02  # roughly uniform
+    assert torch.equal(random_scores(torch.arange(5_000, 10_000), 3, 1), full[5_000:])  # shard-independent
+    assert not torch.equal(random_scores(torch.arange(10_000), 3, 2), full)  # another round, other picks
+    assert not torch.equal(random_scores(torch.arange(10_000), 4, 1), full)
+
+
+def test_ranking_scores_order_and_nonfinite():
+    from plabel.selection import ranking_scores
+
+    cols = {
+        "entropy": torch.tensor([0.5, 0.1, float("nan")]),
+        "max_probability": torch.tensor([0.6, 0.9, 0.99]),
+        "margin": torch.tensor([0.2, 0.8, 0.9]),
+    }
+    idx = torch.arange(3)
+    assert select_lowest(ranking_scores(cols, idx, "entropy", 0, 1), 1).tolist() == [1]
+    assert select_lowest(ranking_scores(cols, idx, "max_probability", 0, 1), 3).tolist() == [0, 1]
+    assert select_lowest(ranking_scores(cols, idx, "margin", 0, 1), 1).tolist() == [1]
+    assert select_lowest(ranking_scores(cols, idx, "random", 0, 1), 3).tolist() == [0, 1]

@@ -1,0 +1,205 @@
+"""The ablation sweep: which selections, schedules and settings make pseudo-labels pay.
+
+    python -m plabel.ablation --test-root /path/to/mnist-test --labels 10 60 100 --seeds 0 1 2 \\
+        --out results/ablation
+
+Every row trains on the same split and seeds with the same total budget ((rounds + 1) x epochs
+x steps_per_epoch optimizer steps; the supervised row spends it all in round 0), through
+``train.py`` itself, one run folder per (labels, row, seed) under ``--out``. Finished runs are
+reused, so an interrupted sweep continues where it stopped. Each row reports test accuracy
+mean ± std over seeds, pseudo-label precision per round, the last selection's class histogram,
+and accuracy on a corrupted copy of the test set (Gaussian pixel noise and small rotations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+ROUNDS = 5
+CURRICULUM = "[20, 40, 60, 80, 100]"
+# name -> (description, overrides). All rows: ROUNDS rounds, continued model, global selection,
+# linear alpha ramp, unless the row says otherwise.
+ROWS: dict[str, tuple[str, list[str]]] = {
+    "supervised": ("supervised only, the whole budget in round 0", ["--pseudo.rounds", "0", "--pseudo.top_k_percent", "100"]),
+    "entropy_constant": ("entropy, constant k = 50% per round", ["--pseudo.top_k_percent", "50"]),
+    "entropy_curriculum": ("entropy, growing k 20→100%", []),
+    "random_curriculum": ("random samples, same counts as entropy_curriculum", ["--pseudo.score", "random"]),
+    "max_probability_curriculum": ("max-probability top-k, 20→100%", ["--pseudo.score", "max_probability"]),
+    "margin_curriculum": ("margin (top-1 − top-2) top-k, 20→100%", ["--pseudo.score", "margin"]),
+    "all_unlabeled": ("all unlabeled every round, no selection", ["--pseudo.top_k_percent", "100"]),
+    "entropy_class_balanced": ("entropy 20→100%, class-balanced", ["--pseudo.class_balanced", "true"]),
+    "alpha_constant": ("entropy 20→100%, alpha = 1 from the first epoch", ["--pseudo.alpha_schedule", "constant"]),
+    "alpha_lee": ("entropy 20→100%, Lee (2013) T1/T2/alpha_f", ["--pseudo.alpha_schedule", "lee"]),
+    "reinit_each_round": ("entropy 20→100%, model re-initialised each round", ["--pseudo.reinit_model", "true"]),
+}
+
+
+class CorruptedImages(Dataset):
+    """A test set with Gaussian pixel noise and a small rotation, seeded per sample (the same
+    corruption for every model compared)."""
+
+    def __init__(self, base: Dataset, noise_std: float = 0.2, degrees: float = 15.0) -> None:
+        self.base = base
+        self.noise_std = noise_std
+        self.rotate = v2.RandomRotation(degrees)
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int):  # type: ignore[no-untyped-def]
+        x, y, index = self.base[i]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(1_000_003 + i)
+            # x is normalised to [-1, 1] (mean 0.5, std 0.5), so pixel noise of std s is 2s here.
+            x = self.rotate(x) + torch.randn_like(x) * 2 * self.noise_std
+        return x, y, index
+
+
+def corrupted_accuracy(run_dir: Path) -> float:
+    """Accuracy of a finished run's final weights on the corrupted test set."""
+    import yaml
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+
+    from plabel.config import config_from_dict
+    from plabel.data.splits import IndexedImages, build_transform, make_splits
+    from plabel.loop import accuracy, score_dataset
+    from plabel.models import build_model
+
+    cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    info = json.loads((run_dir / "run_info.json").read_text())
+    splits = make_splits(cfg.data, cfg.seed)
+    model = build_model(cfg.model.name, info["channels"], info["num_classes"])
+    model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+    test = IndexedImages(splits.test_source, splits.test_source_indices, build_transform(info["channels"], "none", False))
+    scores = score_dataset(Accelerator(cpu=not torch.cuda.is_available()), model, CorruptedImages(test), 512, cfg.pseudo.eps)
+    return accuracy(scores)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = [
+        "--pseudo.rounds", str(ROUNDS), "--pseudo.top_k_percent", CURRICULUM, "--pseudo.class_balanced", "false",
+        "--pseudo.score", "entropy", "--tracking.mode", "disabled", "--train.epochs", str(args.epochs),
+        "--train.steps_per_epoch", str(args.steps_per_epoch), "--data.test_holdout", str(args.test_holdout),
+    ]
+    if args.test_root:
+        base += ["--data.test.source", "idx", "--data.test.root", args.test_root, "--data.test.split", "test"]
+    if args.pool_limit:
+        base += ["--data.pool_limit", str(args.pool_limit)]
+    results: dict[str, Any] = {"rows": {}, "args": vars(args)}
+    started = time.time()
+    for labels in args.labels:
+        for row in args.rows:
+            description, overrides = ROWS[row]
+            if row == "supervised":  # the same number of optimizer steps, all in round 0
+                overrides = overrides + ["--train.epochs", str(args.epochs * (ROUNDS + 1))]
+            runs = []
+            for seed in args.seeds:
+                run_dir = out / f"labels{labels}" / row / f"seed{seed}"
+                cmd = [sys.executable, str(Path(__file__).resolve().parents[1] / "train.py"), *base, *overrides,
+                       "--data.labeled_per_class", str(labels), "--seed", str(seed), "--output_dir", str(run_dir)]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise SystemExit(f"ablation: {row} seed {seed} failed:\n{proc.stderr[-3000:]}")
+                summary = json.loads((run_dir / "summary.json").read_text())
+                summary["corrupted_accuracy"] = corrupted_accuracy(run_dir)
+                runs.append(summary)
+                print(f"labels/class {labels:4d}  {row:28s} seed {seed}: test {100 * summary['final_accuracy']:.2f}%  "
+                      f"corrupted {100 * summary['corrupted_accuracy']:.2f}%  ({summary['wall_time_s']} s)", flush=True)
+            final = _mean_std([r["final_accuracy"] for r in runs])
+            corrupted = _mean_std([r["corrupted_accuracy"] for r in runs])
+            rounds = len(runs[0]["rounds"])
+            per_round_acc = [statistics.fmean(r["rounds"][i]["test_accuracy"] for r in runs) for i in range(rounds)]
+            per_round_precision = [
+                statistics.fmean(r["rounds"][i]["pseudo_label_precision"] for r in runs) if i else None for i in range(rounds)
+            ]
+            histogram = None
+            last_csv = run_dir / f"pseudo_labels_round{rounds - 1:02d}.csv"
+            if rounds > 1 and last_csv.is_file():
+                import numpy as np
+
+                labels_col = np.loadtxt(last_csv, delimiter=",", skiprows=1, usecols=2, ndmin=1).astype(int)
+                histogram = np.bincount(labels_col, minlength=10).tolist()
+            results["rows"][f"{labels}/{row}"] = {
+                "labels_per_class": labels, "row": row, "description": description, "seeds": args.seeds,
+                "final_accuracy": final, "corrupted_accuracy": corrupted, "accuracy_per_round": per_round_acc,
+                "precision_per_round": per_round_precision, "last_selection_class_histogram_seed_last": histogram,
+                "baseline_accuracy": _mean_std([r["baseline_accuracy"] for r in runs]),
+                "wall_time_s": sum(r["wall_time_s"] for r in runs),
+            }
+    results["total_wall_time_s"] = round(time.time() - started, 1)
+    return results
+
+
+def write_report(results: dict[str, Any], out: Path) -> None:
+    (out / "ablation.json").write_text(json.dumps(results, indent=1))
+    lines = [
+        "| labels/class | row | test acc (mean ± std) | corrupted acc | precision per round | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, r in results["rows"].items():
+        precision = " / ".join("-" if p is None else f"{100 * p:.1f}" for p in r["precision_per_round"])
+        lines.append(
+            f"| {r['labels_per_class']} | {r['row']} | {100 * r['final_accuracy'][0]:.2f} ± {100 * r['final_accuracy'][1]:.2f} "
+            f"| {100 * r['corrupted_accuracy'][0]:.2f} ± {100 * r['corrupted_accuracy'][1]:.2f} | {precision} | {len(r['seeds'])} |"
+        )
+    lines.append(f"\nTotal wall time: {results['total_wall_time_s']} s")
+    (out / "ablation.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    label_settings = sorted({r["labels_per_class"] for r in results["rows"].values()})
+    fig, axes = plt.subplots(1, len(label_settings), figsize=(6 * len(label_settings), 4), squeeze=False)
+    for ax, labels in zip(axes[0], label_settings):
+        for r in results["rows"].values():
+            if r["labels_per_class"] == labels:
+                ax.plot(range(len(r["accuracy_per_round"])), [100 * a for a in r["accuracy_per_round"]], marker="o", label=r["row"])
+        ax.set_title(f"{labels} labels per class")
+        ax.set_xlabel("round")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_per_round.png", dpi=120)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m plabel.ablation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="results folder (runs are reused when rerun)")
+    parser.add_argument("--labels", type=int, nargs="+", default=[10], help="labels per class settings (default: 10)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS), help="rows to run (default: all)")
+    parser.add_argument("--test-root", default=None, help="folder of MNIST idx test files (default: hold out of the embedded data)")
+    parser.add_argument("--test-holdout", type=int, default=1000, help="held-out test size when --test-root is not given")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs per round (default: 8)")
+    parser.add_argument("--steps-per-epoch", type=int, default=30, help="steps per epoch (default: 30)")
+    parser.add_argument("--pool-limit", type=int, default=None, help="cap the unlabeled pool (smoke runs)")
+    args = parser.parse_args(argv)
+    results = run_sweep(args)
+    write_report(results, Path(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,25 @@
+"""A tiny version of the ablation sweep: it runs, reuses finished runs, and reports."""
+
+import json
+
+from plabel.ablation import main
+
+
+def test_ablation_smoke(tmp_path, capsys):
+    args = ["--out", str(tmp_path / "abl"), "--labels", "4", "--seeds", "0", "--rows", "random_curriculum",
+            "--epochs", "1", "--steps-per-epoch", "2", "--pool-limit", "200", "--test-holdout", "100"]
+    assert main(args) == 0
+    results = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    random_row = results["rows"]["4/random_curriculum"]
+    assert len(random_row["accuracy_per_round"]) == 6
+    assert random_row["precision_per_round"][0] is None and 0 <= random_row["precision_per_round"][-1] <= 1
+    assert sum(random_row["last_selection_class_histogram_seed_last"]) == 200  # k = 100% in the last round
+    assert 0 <= random_row["corrupted_accuracy"][0] <= 1
+    table = (tmp_path / "abl" / "ablation.md").read_text()
+    assert "| 4 | random_curriculum |" in table
+    assert (tmp_path / "abl" / "accuracy_per_round.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Rerunning reuses the finished run instead of training again: its files are untouched.
+    summary = tmp_path / "abl" / "labels4" / "random_curriculum" / "seed0" / "summary.json"
+    before = summary.stat().st_mtime_ns
+    assert main(args) == 0
+    assert summary.stat().st_mtime_ns == before
