@@ -120,6 +120,11 @@ class TrainConfig:
     lr: float = _f(1e-3, "peak learning rate")
     weight_decay: float = _f(5e-4, "weight decay")
     lr_schedule: Literal["cosine", "constant"] = _f("cosine", "per-round learning-rate schedule over the round's steps")
+    cpu_threads: Optional[int] = _f(
+        None,
+        "torch threads per process when running on CPU; None = the cores this process may use divided by the "
+        "processes on this machine (accelerate launch alone would leave 1)",
+    )
     channels_last: bool = _f(False, "channels_last memory format for the model and its inputs (training and scoring)")
     mixed_precision: Optional[Literal["no", "bf16", "fp16"]] = _f(
         None, "autocast precision for training and scoring; None = what the launcher says (launch/*.yaml)"
@@ -131,6 +136,8 @@ class TrainConfig:
         _positive("train.batch_size", self.batch_size)
         _positive("train.pseudo_batch_size", self.pseudo_batch_size)
         _positive("train.eval_batch_size", self.eval_batch_size)
+        if self.cpu_threads is not None:
+            _positive("train.cpu_threads", self.cpu_threads)
         if not self.lr > 0:
             raise ConfigError(f"train.lr: must be > 0, got {self.lr}")
         _non_negative("train.weight_decay", self.weight_decay)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from plabel.tracking import RunLogger, resolve_wandb_mode, start_trackers
 # Fields that may change between a run and its resumption without changing its results.
 RESUME_IGNORES = (
     "output_dir", "resume", "collective_timeout_s", "data.num_workers", "data.persistent_workers", "data.pin_memory",
+    "train.cpu_threads",
 )
 RESUME_IGNORE_PREFIXES = ("tracking.", "checkpoint.")
 RUN_INFO = "run_info.json"
@@ -95,6 +97,11 @@ def build_accelerator(cfg: RunConfig, extra_trackers: Sequence[GeneralTracker] =
         log_with=log_with or None,
         kwargs_handlers=[InitProcessGroupKwargs(timeout=dt.timedelta(seconds=cfg.collective_timeout_s))],
     )
+    if accelerator.device.type == "cpu":
+        # `accelerate launch` exports OMP_NUM_THREADS=1 even for a single process, which would
+        # leave all but one core idle; share this machine's cores among its processes instead.
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+        torch.set_num_threads(cfg.train.cpu_threads or max(1, len(os.sched_getaffinity(0)) // local_processes))
     return accelerator, wandb_mode
 
 
