@@ -16,7 +16,7 @@ from plabel.distributed import shard_range
 from plabel import distributed_select
 from plabel.distributed_select import all_gather_selected, order_keys, select_pseudo_labels_sharded
 from plabel.selection import Selection, select_pseudo_labels
-from tests.distributed_harness import run_processes
+from distributed_harness import run_processes
 
 NUM_CLASSES = 4  # predictions use classes 0-2 only, so class 3 is empty unless an earlier pick froze it there
 POOL_SIZES = (1, 7, 1001, 4099)
@@ -142,8 +142,10 @@ def test_order_keys_sort_like_floats() -> None:
     assert bool((order_keys(nonfinite) == torch.iinfo(torch.int32).max).all())
 
 
-def test_two_processes_quick() -> None:
-    run_world(2, full=False)
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_matches_reference_quick(world: int) -> None:
+    """A subset of the grid for every world size in the default run; the full grid is -m slow."""
+    run_world(world, full=False)
 
 
 @pytest.mark.slow
