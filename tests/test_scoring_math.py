@@ -165,3 +165,19 @@ def test_ranking_scores_order_and_nonfinite():
     assert select_lowest(ranking_scores(cols, idx, "max_probability", 0, 1), 3).tolist() == [0, 1]
     assert select_lowest(ranking_scores(cols, idx, "margin", 0, 1), 1).tolist() == [1]
     assert select_lowest(ranking_scores(cols, idx, "random", 0, 1), 3).tolist() == [0, 1]
+
+
+def test_repeated_draws_from_the_whole_base_every_epoch():
+    from torch.utils.data import TensorDataset
+
+    from plabel.data.splits import Repeated
+
+    base = TensorDataset(torch.arange(100))  # like index-sorted data: the first items are one class
+    small = Repeated(base, 30, seed=0)
+    drawn = [int(small[i][0]) for i in range(30)]
+    assert len(set(drawn)) == 30 and max(drawn) > 50  # a random subset, not items 0..29
+    small.set_epoch(1)
+    assert sorted(int(small[i][0]) for i in range(30)) != sorted(drawn)  # a fresh subset next epoch
+    large = Repeated(base, 250, seed=0)
+    counts = torch.bincount(torch.tensor([int(large[i][0]) for i in range(250)]), minlength=100)
+    assert int(counts.min()) == 2 and int(counts.max()) == 3  # cycled evenly

@@ -150,12 +150,15 @@ class IndexedImages(Dataset):
 
 
 class Repeated(Dataset):
-    """``base`` cycled to ``length`` items, so an epoch is a fixed number of steps however
-    small the labeled set is (100 labels would otherwise be under two batches).
+    """``base`` drawn ``length`` times per epoch, so an epoch is a fixed number of steps whatever
+    the size of the labeled or pseudo-labeled set.
 
-    Each draw's augmentation is seeded by (seed, epoch, draw index), not by the process's
-    global RNG, so the same draw gets the same augmentation whatever was loaded before it:
-    prefetching, workers and a mid-epoch restart cannot change what a step sees.
+    Draw i of an epoch reads ``base[order[i % len(base)]]``, with ``order`` a permutation of the
+    base seeded by (seed, epoch): a base larger than ``length`` contributes a fresh random subset
+    each epoch (never just its first ``length`` items, which for index-sorted data would be a few
+    classes), and a smaller one is cycled evenly. Each draw's augmentation is seeded by
+    (seed, epoch, draw index), not by the process's global RNG, so prefetching, workers and a
+    mid-epoch restart cannot change what a step sees.
     """
 
     def __init__(self, base: Dataset, length: int, seed: int) -> None:
@@ -165,6 +168,8 @@ class Repeated(Dataset):
         self.seed = seed
         # Shared memory, so DataLoader workers (persistent ones too) see set_epoch's value.
         self._epoch = torch.zeros(1, dtype=torch.long).share_memory_()
+        self._order_epoch = -1
+        self._order = torch.empty(0, dtype=torch.long)
 
     @property
     def epoch(self) -> int:
@@ -176,10 +181,20 @@ class Repeated(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def order(self) -> torch.Tensor:
+        """This epoch's permutation of the base (computed once per epoch in each process)."""
+        epoch = self.epoch
+        if self._order_epoch != epoch:
+            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % (2**63 - 1))
+            self._order = torch.randperm(self.base_len, generator=generator)
+            self._order_epoch = epoch
+        return self._order
+
     def __getitem__(self, i: int):  # type: ignore[no-untyped-def]
         key = ((self.seed * 1_000_003 + self.epoch) * 100_000_007 + i) % (2**63 - 1)
+        base_index = int(self.order()[i % self.base_len])
         with torch.random.fork_rng(devices=[]):
             # The CPU generator only: torch.manual_seed would also queue a reseed of every CUDA
             # device, which costs ~300 us per sample in a loader (the augmentation runs on CPU).
             torch.default_generator.manual_seed(key)
-            return self.base[i % self.base_len]
+            return self.base[base_index]
