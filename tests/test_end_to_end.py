@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from accelerate.tracking import GeneralTracker
 from safetensors.torch import load_file
 

@@ -69,7 +69,7 @@ def test_killed_run_resumes_to_identical_results(tmp_path, reference, fault, res
     assert not (out / "summary.json").exists()
     resumed = launch(out)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resumed from" in resumed.stdout and resumed_from in resumed.stdout, resumed.stdout[-2000:]
+    assert "resumed from" in resumed.stdout and resumed_from in resumed.stdout, resumed.stdout[-2000:]
     if fault.startswith("checkpoint"):
         assert "removed unfinished checkpoint" in resumed.stdout
     got = outcome(out)
