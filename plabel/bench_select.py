@@ -176,19 +176,25 @@ def spawn(task: str, cfg: argparse.Namespace, size: int) -> list[Any]:
     ]
     for p in procs:
         p.start()
+    return collect(procs, queue, cfg.timeout, task)
+
+
+def collect(procs: list[Any], queue: Any, timeout: float, what: str) -> list[Any]:
+    """Each started process's (rank, ok, payload) from ``queue``, in rank order; the first
+    failure raises, and processes still running at the end are terminated."""
     results: dict[int, Any] = {}
     try:
         for _ in procs:
-            rank, ok, payload = queue.get(timeout=cfg.timeout)
+            rank, ok, payload = queue.get(timeout=timeout)
             if not ok:
-                raise RuntimeError(f"{task} failed on rank {rank}:\n{payload}")
+                raise RuntimeError(f"{what} failed on rank {rank}:\n{payload}")
             results[rank] = payload
     finally:
         for p in procs:
             p.join(timeout=30 if len(results) == len(procs) else 1)
             if p.is_alive():
                 p.terminate()
-    return [results[r] for r in range(cfg.processes)]
+    return [results[r] for r in range(len(procs))]
 
 
 def _summary(per_rank: list[Result]) -> Result:

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset
 
-from plabel.bench_select import digest, peak_rss_mib
+from plabel.bench_select import collect, digest, peak_rss_mib
 from plabel.config import PseudoConfig, RunConfig, SourceConfig
 from plabel.data.sources import TensorImageSource, open_embedded, open_source
 from plabel.data.splits import IndexedImages, build_transform
@@ -459,19 +459,7 @@ def spawn_processes(fn: Callable[..., Any], processes: int, timeout: float, *arg
     procs = [ctx.Process(target=_process_main, args=(r, processes, port, fn, args, queue)) for r in range(processes)]
     for p in procs:
         p.start()
-    results: dict[int, Any] = {}
-    try:
-        for _ in procs:
-            rank, ok, payload = queue.get(timeout=timeout)
-            if not ok:
-                raise RuntimeError(f"rank {rank} failed:\n{payload}")
-            results[rank] = payload
-    finally:
-        for p in procs:
-            p.join(timeout=30 if len(results) == len(procs) else 1)
-            if p.is_alive():
-                p.terminate()
-    return [results[r] for r in range(processes)]
+    return collect(procs, queue, timeout, "pool scoring")
 
 
 def _folder_mib(path: Path) -> float:

@@ -20,11 +20,11 @@ from plabel.config import ConfigError, RunConfig, iter_fields, load_config, pars
 EXIT_USER_ERROR = 2
 
 
-def _accepts_str(tp: Any) -> bool:
+def accepts_str(tp: Any) -> bool:
     if tp is str:
         return True
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return any(_accepts_str(a) for a in typing.get_args(tp))
+        return any(accepts_str(a) for a in typing.get_args(tp))
     return False
 
 
@@ -34,7 +34,7 @@ def _literal_choices(tp: Any) -> str:
     return ""
 
 
-class _OneLineParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse prints usage plus the error; we want the one line that says what to fix."""
 
     def error(self, message: str) -> typing.NoReturn:
@@ -45,7 +45,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog=prog,
         description="Semi-supervised training with entropy-selected pseudo-labels. "
         "Precedence: defaults < --config file < options given here.",
@@ -80,7 +80,7 @@ def parse_overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, text in raw.items():
         tp = types_by_name[key]
-        if _accepts_str(tp) and text not in ("null", "None", "~"):
+        if accepts_str(tp) and text not in ("null", "None", "~"):
             out[key] = text
         else:
             out[key] = parse_value(text)

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from plabel.config import ConfigError, RunConfig, SourceConfig, config_from_dict, iter_fields, overlay_dict, parse_value
-from plabel.cli import EXIT_USER_ERROR, _OneLineParser, _accepts_str, is_main_launcher_process
+from plabel.cli import EXIT_USER_ERROR, OneLineParser, accepts_str, is_main_launcher_process
 
 
 def _load_run(run: str) -> tuple[Path, RunConfig, dict[str, Any]]:
@@ -37,7 +37,7 @@ def _source_from_args(args: argparse.Namespace, base: SourceConfig) -> SourceCon
     for name, tp, _, _ in iter_fields(SourceConfig, "source."):
         text = getattr(args, name, None)
         if text is not None:
-            values[name.removeprefix("source.")] = text if _accepts_str(tp) else parse_value(text)
+            values[name.removeprefix("source.")] = text if accepts_str(tp) else parse_value(text)
     cfg = overlay_dict(SourceConfig, values, "source", base)
     cfg.validate("source")
     return cfg
@@ -50,7 +50,7 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
 
 def score_main(argv: Optional[Sequence[str]] = None) -> int:
     """Score a dataset with a run's final weights: per-sample entropy and prediction (CSV)."""
-    parser = _OneLineParser(prog="plabel score", description=score_main.__doc__, allow_abbrev=False)
+    parser = OneLineParser(prog="plabel score", description=score_main.__doc__, allow_abbrev=False)
     parser.add_argument("--run", required=True, help="a finished run folder (holds model.safetensors)")
     parser.add_argument("--output", required=True, help="CSV to write: index,prediction,entropy,max_probability,margin,label")
     parser.add_argument("--batch-size", type=int, default=None, help="per process (default: the run's train.eval_batch_size)")
@@ -110,7 +110,7 @@ def score_main(argv: Optional[Sequence[str]] = None) -> int:
 
 def export_main(argv: Optional[Sequence[str]] = None) -> int:
     """Write a round's labeled + pseudo-labeled training set as a Hugging Face dataset."""
-    parser = _OneLineParser(prog="plabel export", description=export_main.__doc__, allow_abbrev=False)
+    parser = OneLineParser(prog="plabel export", description=export_main.__doc__, allow_abbrev=False)
     parser.add_argument("--run", required=True, help="a run folder")
     parser.add_argument("--round", type=int, default=None, help="pseudo-label round to export (default: the last one written)")
     parser.add_argument("--output", required=True, help="folder for datasets.save_to_disk (must not exist)")
