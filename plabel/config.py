@@ -99,8 +99,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: Literal["small_cnn", "resnet18"] = _f(
-        "small_cnn", "small_cnn for 28x28 grayscale; resnet18 (CIFAR stem) for 32x32 colour"
+    name: Literal["small_cnn", "small_cnn_nobn", "resnet18"] = _f(
+        "small_cnn", "small_cnn for 28x28 grayscale (small_cnn_nobn: the same without BatchNorm); resnet18 (CIFAR stem) for 32x32 colour"
     )
     num_classes: Optional[int] = _f(None, "output classes; None = from the data (labels must lie in 0..num_classes-1)")
 

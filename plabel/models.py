@@ -8,16 +8,22 @@ from torchvision.models import resnet18
 
 
 class SmallCNN(nn.Module):
-    """Two conv blocks and a two-layer head for 28x28 inputs (about 0.46 M parameters)."""
+    """Two conv blocks and a two-layer head for 28x28 inputs (about 0.46 M parameters).
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
+    ``batch_norm=False`` drops the BatchNorm layers (``small_cnn_nobn``): the kind of plain
+    network the seed article trained, kept so its noise-entropy experiment can be compared."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, batch_norm: bool = True) -> None:
         super().__init__()
+
+        def conv(cin: int, cout: int) -> list[nn.Module]:
+            norm: list[nn.Module] = [nn.BatchNorm2d(cout)] if batch_norm else []
+            return [nn.Conv2d(cin, cout, 3, padding=1), *norm, nn.ReLU(inplace=True)]
+
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
-            nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+            *conv(in_channels, 32), *conv(32, 32),
             nn.MaxPool2d(2),  # 14x14
-            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-            nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+            *conv(32, 64), *conv(64, 64),
             nn.MaxPool2d(2),  # 7x7 for 28x28 inputs
             nn.AdaptiveAvgPool2d(7),  # a no-op at 28x28; lets 32x32 inputs through too
         )
@@ -42,6 +48,8 @@ def cifar_resnet18(in_channels: int = 3, num_classes: int = 10) -> nn.Module:
 def build_model(name: str, in_channels: int, num_classes: int) -> nn.Module:
     if name == "small_cnn":
         return SmallCNN(in_channels, num_classes)
+    if name == "small_cnn_nobn":
+        return SmallCNN(in_channels, num_classes, batch_norm=False)
     if name == "resnet18":
         return cifar_resnet18(in_channels, num_classes)
-    raise ValueError(f"model.name: unknown model {name!r}; choose small_cnn or resnet18")
+    raise ValueError(f"model.name: unknown model {name!r}; choose small_cnn, small_cnn_nobn or resnet18")

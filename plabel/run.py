@@ -29,7 +29,7 @@ from plabel.checkpoint import (
 )
 from plabel.config import ConfigError, RunConfig, diff_configs, flatten
 from plabel.data.splits import IndexedImages, Splits, build_transform, make_splits
-from plabel.distributed import share_from_main
+from plabel.distributed import share_from_main, sum_across_processes
 from plabel.faults import Preempted, fault_point, install_preemption_handlers, stop_requested
 from plabel.loop import LoaderOptions, RoundPosition, accuracy, score_dataset, train_round
 from plabel.models import build_model
@@ -302,6 +302,7 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
     checkpoint when a preemption signal arrived.
     """
     started = time.time()
+    cpu_started = time.process_time()
     install_preemption_handlers()
     accelerator, wandb_mode = build_accelerator(cfg, extra_trackers)
     # Data problems are user errors: find them on every process before a run folder exists.
@@ -466,6 +467,9 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
     accelerator.save_model(model, out_dir)  # model.safetensors, main process only
     rows = state.rows
     baseline = rows[0]["test_accuracy"]
+    # CPU seconds of this session (not of earlier, interrupted ones), summed over processes:
+    # what a sweep over many runs reports as its cost.
+    cpu_time = sum_across_processes(accelerator, torch.tensor([time.process_time() - cpu_started], dtype=torch.float64))
     summary: dict[str, Any] = {
         "output_dir": str(out_dir),
         "num_processes": accelerator.num_processes,
@@ -474,6 +478,7 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
         "best_accuracy": max(r["test_accuracy"] for r in rows),
         "gain_over_baseline": rows[-1]["test_accuracy"] - baseline,
         "wall_time_s": round(time.time() - started, 1),
+        "cpu_time_s": round(float(cpu_time[0]), 1),
         "rounds": rows,
     }
     logger.write_summary(summary)

@@ -55,6 +55,7 @@ def _check_outputs(out: Path, processes: int):
     assert summary["num_processes"] == processes
     assert [r["round_index"] for r in summary["rounds"]] == [0, 1, 2]
     assert summary["baseline_accuracy"] == summary["rounds"][0]["test_accuracy"]
+    assert 0 < summary["cpu_time_s"] < 3600  # this session's CPU seconds, summed over processes
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     keys = set().union(*records)
     assert ROUND_KEYS <= keys and STEP_KEYS <= keys

@@ -70,7 +70,7 @@ BAD_INPUTS = {
     "batch size 0": (["--train.batch_size", "0"], "train.batch_size: must be >= 1, got 0"),
     "too many labels": (["--data.labeled_per_class", "600"], "data.labeled_per_class: 600 requested but class 0 has only 490"),
     "unknown dataset": (["--data.train.source", "torchvision", "--data.train.name", "mnistt"], "data.train.name: unknown torchvision dataset 'mnistt'"),
-    "unknown model": (["--model.name", "vit"], "model.name: expected one of 'small_cnn', 'resnet18', got 'vit'"),
+    "unknown model": (["--model.name", "vit"], "model.name: expected one of 'small_cnn', 'small_cnn_nobn', 'resnet18', got 'vit'"),
     "labels outside classes": (["--model.num_classes", "5"], "model.num_classes: labels go up to 9 but the model has 5 outputs"),
     "empty pool": (["--data.labeled_per_class", "490"], "data.labeled_per_class: no sample is left for the unlabeled pool"),
     "resume path missing": (["--resume", "/nonexistent/ckpt-000001"], "resume: checkpoint folder '/nonexistent/ckpt-000001' does not exist"),
