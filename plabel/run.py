@@ -295,14 +295,203 @@ def _print_done(accelerator: Accelerator, summary: dict[str, Any]) -> None:
     )
 
 
+def _truncate_replayed_metrics(accelerator: Accelerator, checkpoint: Path, out_dir: Path) -> int:
+    """Cut metrics.jsonl back to what the checkpoint had logged; return how many entries the
+    replay of the steps after it will log again (the trackers already have them)."""
+    saved_state = json.loads((checkpoint / "plabel_state.json").read_text())
+    if not accelerator.is_main_process or checkpoint.resolve().parent.parent != out_dir.resolve():
+        return 0
+    with open(out_dir / "metrics.jsonl", "r+") as f:
+        f.seek(saved_state["metrics_offset"])
+        replayed = sum(1 for _ in f)
+        f.truncate(saved_state["metrics_offset"])
+    return replayed
+
+
+class RoundRunner:
+    """One run's rounds: data, model and optimizer on this process, the checkpointed state, and
+    the three things a round does (select, train, evaluate). Built by :func:`run`."""
+
+    def __init__(
+        self, cfg: RunConfig, accelerator: Accelerator, wandb_mode: str, splits: Splits, num_classes: int,
+        resolved: dict[str, Any], run_dir: RunDir,
+    ) -> None:
+        self.cfg, self.accelerator, self.splits, self.num_classes = cfg, accelerator, splits, num_classes
+        self.out_dir = out_dir = run_dir.path
+        self.state = RunState(num_processes=accelerator.num_processes, config=resolved)
+        already_tracked = 0 if run_dir.checkpoint is None else _truncate_replayed_metrics(accelerator, run_dir.checkpoint, out_dir)
+        say(accelerator, f"plabel run -> {out_dir}  ({accelerator.num_processes} process(es) on {accelerator.device.type}; {run_dir.status})")
+        say(accelerator, yaml.safe_dump(resolved, sort_keys=False).rstrip())
+        self.logger = start_trackers(
+            accelerator, cfg.tracking, wandb_mode, out_dir.name, out_dir, flatten(resolved), run_dir.wandb_run_id,
+            already_tracked,
+        )
+
+        self.channels = channels = splits.train_source.channels
+        self.train_tf = build_transform(channels, cfg.data.augment, train=True)
+        eval_tf = build_transform(channels, cfg.data.augment, train=False)
+        self.labeled = IndexedImages(splits.train_source, splits.labeled_source_indices, self.train_tf)
+        self.pool = IndexedImages(splits.train_source, splits.pool_source_indices, eval_tf)
+        self.test = IndexedImages(splits.test_source, splits.test_source_indices, eval_tf)
+        say(accelerator,
+            f"data: {splits.train_source.description}; labeled {len(self.labeled)}, pool {len(self.pool)}, "
+            f"test {len(self.test)}, {num_classes} classes"
+        )
+
+        self.options = loader_options(cfg, accelerator)
+        torch.manual_seed(cfg.seed)  # identical initial weights on every process
+        model = build_model(cfg.model.name, channels, num_classes)
+        if cfg.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model, self.optimizer = accelerator.prepare(model, make_optimizer(cfg, model))
+
+        self.selection: Optional[Selection] = None
+        if run_dir.checkpoint is not None:
+            self._restore(run_dir.checkpoint, resolved)
+        existing = list_checkpoints(out_dir) if accelerator.is_main_process else []
+        self.state.seq = share_from_main(accelerator, max([self.state.seq] + [checkpoint_seq(p) for p in existing]))
+
+    def _restore(self, checkpoint: Path, resolved: dict[str, Any]) -> None:
+        accelerator = self.accelerator
+        loaded, tensors = load_checkpoint(accelerator, checkpoint)
+        self.state = RunState(**{**loaded, "num_processes": accelerator.num_processes, "config": resolved})
+        if loaded["num_processes"] != accelerator.num_processes:
+            say(accelerator,
+                f"warning: checkpoint written by {loaded['num_processes']} processes, resuming with "
+                f"{accelerator.num_processes}; the run continues but will not replay the original exactly"
+            )
+        if tensors["indices"].numel() or self.state.next_round > 0:
+            self.selection = Selection(tensors["indices"].long(), tensors["labels"].long())
+        say(accelerator, f"resumed from {checkpoint} at round {self.state.next_round}, global step {self.state.position['global_step']}")
+
+    def save(self, stage: str) -> None:
+        state, selection = self.state, self.selection
+        state.seq += 1
+        state.metrics_offset = self.logger.offset()
+        empty = torch.empty(0, dtype=torch.long)
+        tensors = {
+            "indices": selection.indices if selection is not None else empty,
+            "labels": selection.labels if selection is not None else empty,
+        }
+        path = save_checkpoint(self.accelerator, self.out_dir, state.seq, dataclasses.asdict(state), tensors, self.cfg.checkpoint.keep)
+        say(self.accelerator, f"checkpoint ({stage}) -> {path}")
+
+    def start_round(self, round_index: int) -> None:
+        """Select this round's pseudo-labels (rounds > 0) and enter the round; its metrics wait in
+        the state until the round ends."""
+        cfg, accelerator = self.cfg, self.accelerator
+        pending: dict[str, float] = {"round/index": round_index}
+        if round_index > 0:
+            picked = select_for_round(
+                accelerator, self.model, self.pool, self.splits.pool_labels, cfg.pseudo.percent_for_round(round_index),
+                self.num_classes, cfg.pseudo.class_balanced, self.selection if cfg.pseudo.accumulate else None, round_index,
+                cfg.train.eval_batch_size, cfg.pseudo.eps, self.options, cfg.pseudo.score, cfg.seed,
+            )
+            self.selection = picked.selection
+            pending.update(picked.metrics)
+            if pending["select/nonfinite_scores"] > 0:
+                say(accelerator,
+                    f"warning: round {round_index}: {int(pending['select/nonfinite_scores'])} pool samples had "
+                    "NaN/Inf logits and were not selected"
+                )
+            if accelerator.is_main_process:
+                write_pseudo_labels(
+                    self.out_dir / f"pseudo_labels_round{round_index:02d}.csv", self.splits, picked.selection, picked.selected_entropy
+                )
+                log_selection_media(self.logger, self.state.position["global_step"], self.splits, picked)
+            if cfg.pseudo.reinit_model:
+                torch.manual_seed(cfg.seed + 7919 * round_index)
+                fresh = build_model(cfg.model.name, self.channels, self.num_classes)
+                accelerator.unwrap_model(self.model).load_state_dict(fresh.state_dict())
+            reset_optimizer(self.optimizer)
+        self.state.position = dataclasses.asdict(RoundPosition(round_index, global_step=self.state.position["global_step"]))
+        self.state.pending_metrics = pending
+        self.state.mid_round = True
+
+    def _after_step(self, position: RoundPosition, epoch_ended: bool) -> None:
+        """Fault hook, periodic/epoch-end checkpoints, and the preemption stop, after every step."""
+        fault_point(f"step:{position.global_step}", self.accelerator)
+        stop = stop_requested(self.accelerator)
+        every = self.cfg.checkpoint.every_steps
+        round_over = epoch_ended and position.epoch == self.cfg.train.epochs  # the round-end checkpoint follows
+        if stop or (every and position.global_step % every == 0) or (epoch_ended and not round_over):
+            self.state.position = dataclasses.asdict(position)
+            self.save("preemption" if stop else "epoch end" if epoch_ended else "periodic")
+        if stop:
+            raise Preempted(f"stopped at global step {position.global_step}")
+
+    def train_and_evaluate(self, round_index: int) -> None:
+        """Train the rest of the round, test, log the round's row and checkpoint its end."""
+        cfg, accelerator, state, selection = self.cfg, self.accelerator, self.state, self.selection
+        pseudo = None
+        if round_index > 0 and selection is not None:
+            pseudo = IndexedImages(
+                self.splits.train_source, self.splits.pool_source_indices[selection.indices], self.train_tf, labels=selection.labels
+            )
+        try:
+            position = train_round(
+                accelerator, self.model, self.optimizer, self.labeled, pseudo, cfg.train, cfg.pseudo, cfg.seed,
+                RoundPosition(**state.position), self.logger.log, cfg.tracking.log_every, self._after_step, self.options,
+            )
+        except Preempted:
+            self.logger.close()
+            raise
+        acc = accuracy(score_dataset(accelerator, self.model, self.test, cfg.train.eval_batch_size, cfg.pseudo.eps, self.options))
+        pseudo_count = len(selection) if (selection is not None and round_index > 0) else 0
+        self.logger.log(
+            {**state.pending_metrics, "round/test_accuracy": acc, "round/labeled": len(self.labeled), "round/pseudo_labeled": pseudo_count},
+            position.global_step,
+        )
+        row = RoundResult(
+            round_index, len(self.labeled), pseudo_count, state.pending_metrics.get("select/pseudo_label_precision"), acc,
+            cfg.pseudo.percent_for_round(round_index) if round_index else None,
+        )
+        state.rows.append(dataclasses.asdict(row))
+        table = format_table(state.rows).splitlines()
+        say(accelerator, "\n".join(table if round_index == 0 or len(state.rows) == 1 else table[-1:]))
+        state.position = dataclasses.asdict(position)
+        state.next_round, state.mid_round, state.pending_metrics = round_index + 1, False, {}
+        self.save(f"round {round_index} done")
+        if stop_requested(accelerator):
+            self.logger.close()
+            raise Preempted(f"stopped after round {round_index}")
+
+    def finish(self, started: float, cpu_started: float) -> dict[str, Any]:
+        """Final weights, summary.json, the closing lines; returns the summary."""
+        accelerator, rows = self.accelerator, self.state.rows
+        accelerator.wait_for_everyone()
+        accelerator.save_model(self.model, self.out_dir)  # model.safetensors, main process only
+        baseline = rows[0]["test_accuracy"]
+        # CPU seconds of this session (not of earlier, interrupted ones), summed over processes:
+        # what a sweep over many runs reports as its cost.
+        cpu_time = sum_across_processes(accelerator, torch.tensor([time.process_time() - cpu_started], dtype=torch.float64))
+        summary: dict[str, Any] = {
+            "output_dir": str(self.out_dir),
+            "num_processes": accelerator.num_processes,
+            "baseline_accuracy": baseline,
+            "final_accuracy": rows[-1]["test_accuracy"],
+            "best_accuracy": max(r["test_accuracy"] for r in rows),
+            "gain_over_baseline": rows[-1]["test_accuracy"] - baseline,
+            "wall_time_s": round(time.time() - started, 1),
+            "cpu_time_s": round(float(cpu_time[0]), 1),
+            "rounds": rows,
+        }
+        self.logger.write_summary(summary)
+        _print_done(accelerator, summary)
+        offline_dir = self.logger.offline_run_dir()
+        self.logger.close()
+        if offline_dir is not None:
+            say(accelerator, f"W&B ran offline; upload with: wandb sync {offline_dir}")
+        return summary
+
+
 def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[GeneralTracker] = ()) -> dict[str, Any]:
     """Run (or resume) every round; return the summary (also written to summary.json).
 
     Raises ConfigError for user errors (before any training) and Preempted after writing a
     checkpoint when a preemption signal arrived.
     """
-    started = time.time()
-    cpu_started = time.process_time()
+    started, cpu_started = time.time(), time.process_time()
     install_preemption_handlers()
     accelerator, wandb_mode = build_accelerator(cfg, extra_trackers)
     # Data problems are user errors: find them on every process before a run folder exists.
@@ -313,178 +502,19 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
         "num_classes": num_classes, "channels": splits.train_source.channels, "image_size": list(splits.train_source.image_size),
     }
     run_dir = open_run_dir(accelerator, cfg, config_name, resolved, model_info)
-    out_dir = run_dir.path
-    resolved["output_dir"] = str(out_dir)
+    resolved["output_dir"] = str(run_dir.path)
     for note in run_dir.notes:
         say(accelerator, f"note: {note}")
     if run_dir.status == "complete":
-        summary = json.loads((out_dir / "summary.json").read_text())
-        say(accelerator, f"{out_dir} holds a complete run of this configuration; nothing to do.")
+        summary = json.loads((run_dir.path / "summary.json").read_text())
+        say(accelerator, f"{run_dir.path} holds a complete run of this configuration; nothing to do.")
         _print_done(accelerator, summary)
         accelerator.end_training()
         return summary
 
-    state = RunState(num_processes=accelerator.num_processes, config=resolved)
-    already_tracked = 0
-    if run_dir.checkpoint is not None:
-        saved_state = json.loads((run_dir.checkpoint / "plabel_state.json").read_text())
-        if accelerator.is_main_process and run_dir.checkpoint.resolve().parent.parent == out_dir.resolve():
-            with open(out_dir / "metrics.jsonl", "r+") as f:  # drop what the steps after the checkpoint logged
-                f.seek(saved_state["metrics_offset"])
-                already_tracked = sum(1 for _ in f)  # the replay will log exactly these again
-                f.truncate(saved_state["metrics_offset"])
-    say(accelerator, f"plabel run -> {out_dir}  ({accelerator.num_processes} process(es) on {accelerator.device.type}; {run_dir.status})")
-    say(accelerator, yaml.safe_dump(resolved, sort_keys=False).rstrip())
-    logger = start_trackers(
-        accelerator, cfg.tracking, wandb_mode, out_dir.name, out_dir, flatten(resolved), run_dir.wandb_run_id,
-        already_tracked,
-    )
-
-    channels = splits.train_source.channels
-    train_tf = build_transform(channels, cfg.data.augment, train=True)
-    eval_tf = build_transform(channels, cfg.data.augment, train=False)
-    labeled = IndexedImages(splits.train_source, splits.labeled_source_indices, train_tf)
-    pool = IndexedImages(splits.train_source, splits.pool_source_indices, eval_tf)
-    test = IndexedImages(splits.test_source, splits.test_source_indices, eval_tf)
-    say(accelerator, 
-        f"data: {splits.train_source.description}; labeled {len(labeled)}, pool {len(pool)}, test {len(test)}, "
-        f"{num_classes} classes"
-    )
-
-    options = loader_options(cfg, accelerator)
-    torch.manual_seed(cfg.seed)  # identical initial weights on every process
-    model = build_model(cfg.model.name, channels, num_classes)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(cfg, model)
-    model, optimizer = accelerator.prepare(model, optimizer)
-
-    selection: Optional[Selection] = None
-    if run_dir.checkpoint is not None:
-        loaded, tensors = load_checkpoint(accelerator, run_dir.checkpoint)
-        state = RunState(**{**loaded, "num_processes": accelerator.num_processes, "config": resolved})
-        if loaded["num_processes"] != accelerator.num_processes:
-            say(accelerator, 
-                f"warning: checkpoint written by {loaded['num_processes']} processes, resuming with "
-                f"{accelerator.num_processes}; the run continues but will not replay the original exactly"
-            )
-        if tensors["indices"].numel() or state.next_round > 0:
-            selection = Selection(tensors["indices"].long(), tensors["labels"].long())
-        say(accelerator, 
-            f"resumed from {run_dir.checkpoint} at round {state.next_round}, global step {state.position['global_step']}"
-        )
-    existing = list_checkpoints(out_dir) if accelerator.is_main_process else []
-    state.seq = share_from_main(accelerator, max([state.seq] + [checkpoint_seq(p) for p in existing]))
-
-    def save(stage: str) -> None:
-        state.seq += 1
-        state.metrics_offset = logger.offset()
-        empty = torch.empty(0, dtype=torch.long)
-        tensors = {
-            "indices": selection.indices if selection is not None else empty,
-            "labels": selection.labels if selection is not None else empty,
-        }
-        path = save_checkpoint(accelerator, out_dir, state.seq, dataclasses.asdict(state), tensors, cfg.checkpoint.keep)
-        say(accelerator, f"checkpoint ({stage}) -> {path}")
-
-    for round_index in range(state.next_round, cfg.pseudo.rounds + 1):
-        if not state.mid_round:
-            pending: dict[str, float] = {"round/index": round_index}
-            if round_index > 0:
-                picked = select_for_round(
-                    accelerator, model, pool, splits.pool_labels, cfg.pseudo.percent_for_round(round_index), num_classes,
-                    cfg.pseudo.class_balanced, selection if cfg.pseudo.accumulate else None, round_index,
-                    cfg.train.eval_batch_size, cfg.pseudo.eps, options, cfg.pseudo.score, cfg.seed,
-                )
-                selection = picked.selection
-                pending.update(picked.metrics)
-                if pending["select/nonfinite_scores"] > 0:
-                    say(accelerator, 
-                        f"warning: round {round_index}: {int(pending['select/nonfinite_scores'])} pool samples had "
-                        "NaN/Inf logits and were not selected"
-                    )
-                if accelerator.is_main_process:
-                    write_pseudo_labels(
-                        out_dir / f"pseudo_labels_round{round_index:02d}.csv", splits, selection, picked.selected_entropy
-                    )
-                    log_selection_media(logger, state.position["global_step"], splits, picked)
-                if cfg.pseudo.reinit_model:
-                    torch.manual_seed(cfg.seed + 7919 * round_index)
-                    fresh = build_model(cfg.model.name, channels, num_classes)
-                    accelerator.unwrap_model(model).load_state_dict(fresh.state_dict())
-                reset_optimizer(optimizer)
-            state.position = dataclasses.asdict(RoundPosition(round_index, global_step=state.position["global_step"]))
-            state.pending_metrics = pending
-            state.mid_round = True
-        pseudo = None
-        if round_index > 0 and selection is not None:
-            pseudo = IndexedImages(
-                splits.train_source, splits.pool_source_indices[selection.indices], train_tf, labels=selection.labels
-            )
-
-        def after_step(position: RoundPosition, epoch_ended: bool) -> None:
-            fault_point(f"step:{position.global_step}", accelerator)
-            stop = stop_requested(accelerator)
-            every = cfg.checkpoint.every_steps
-            round_over = epoch_ended and position.epoch == cfg.train.epochs  # the round-end checkpoint follows
-            if stop or (every and position.global_step % every == 0) or (epoch_ended and not round_over):
-                state.position = dataclasses.asdict(position)
-                save("preemption" if stop else "epoch end" if epoch_ended else "periodic")
-            if stop:
-                raise Preempted(f"stopped at global step {position.global_step}")
-
-        position = RoundPosition(**state.position)
-        try:
-            position = train_round(
-                accelerator, model, optimizer, labeled, pseudo, cfg.train, cfg.pseudo, cfg.seed, position,
-                logger.log, cfg.tracking.log_every, after_step, options,
-            )
-        except Preempted:
-            logger.close()
-            raise
-        test_scores = score_dataset(accelerator, model, test, cfg.train.eval_batch_size, cfg.pseudo.eps, options)
-        acc = accuracy(test_scores)
-        pseudo_count = len(selection) if (selection is not None and round_index > 0) else 0
-        round_metrics = {
-            **state.pending_metrics, "round/test_accuracy": acc, "round/labeled": len(labeled), "round/pseudo_labeled": pseudo_count,
-        }
-        logger.log(round_metrics, position.global_step)
-        row = RoundResult(
-            round_index, len(labeled), pseudo_count, state.pending_metrics.get("select/pseudo_label_precision"), acc,
-            cfg.pseudo.percent_for_round(round_index) if round_index else None,
-        )
-        state.rows.append(dataclasses.asdict(row))
-        table = format_table(state.rows).splitlines()
-        say(accelerator, "\n".join(table if round_index == 0 or len(state.rows) == 1 else table[-1:]))
-        state.position = dataclasses.asdict(position)
-        state.next_round, state.mid_round, state.pending_metrics = round_index + 1, False, {}
-        save(f"round {round_index} done")
-        if stop_requested(accelerator):
-            logger.close()
-            raise Preempted(f"stopped after round {round_index}")
-
-    accelerator.wait_for_everyone()
-    accelerator.save_model(model, out_dir)  # model.safetensors, main process only
-    rows = state.rows
-    baseline = rows[0]["test_accuracy"]
-    # CPU seconds of this session (not of earlier, interrupted ones), summed over processes:
-    # what a sweep over many runs reports as its cost.
-    cpu_time = sum_across_processes(accelerator, torch.tensor([time.process_time() - cpu_started], dtype=torch.float64))
-    summary: dict[str, Any] = {
-        "output_dir": str(out_dir),
-        "num_processes": accelerator.num_processes,
-        "baseline_accuracy": baseline,
-        "final_accuracy": rows[-1]["test_accuracy"],
-        "best_accuracy": max(r["test_accuracy"] for r in rows),
-        "gain_over_baseline": rows[-1]["test_accuracy"] - baseline,
-        "wall_time_s": round(time.time() - started, 1),
-        "cpu_time_s": round(float(cpu_time[0]), 1),
-        "rounds": rows,
-    }
-    logger.write_summary(summary)
-    _print_done(accelerator, summary)
-    offline_dir = logger.offline_run_dir()
-    logger.close()
-    if offline_dir is not None:
-        say(accelerator, f"W&B ran offline; upload with: wandb sync {offline_dir}")
-    return summary
+    runner = RoundRunner(cfg, accelerator, wandb_mode, splits, num_classes, resolved, run_dir)
+    for round_index in range(runner.state.next_round, cfg.pseudo.rounds + 1):
+        if not runner.state.mid_round:
+            runner.start_round(round_index)
+        runner.train_and_evaluate(round_index)
+    return runner.finish(started, cpu_started)
