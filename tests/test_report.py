@@ -202,15 +202,27 @@ def test_module_entry_point_rejects_unknown_noise(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.xfail(
-    reason="open target (issue 5): trained on 100 labels, the small CNN maps gaussian noise to '8' with "
-    "near-zero entropy; measured seed 0: 8 of the 12 lowest-entropy samples are noise",
+    reason="missed target (issue 5), kept visible: with BatchNorm the default small CNN maps gaussian noise "
+    "to '8' with near-zero entropy; measured noise among the 12 lowest: seed 0 8, seed 1 12, seed 2 0",
     strict=False,
 )
 def test_default_budget_keeps_noise_out_of_the_lowest_ten_percent(tmp_path):
     """Embedded MNIST, default config, 64 test images vs 64 gaussian inputs: none of the 12
     lowest-entropy samples is noise (the article saw its first noise sample at rank 34)."""
+    _assert_noise_kept_out(tmp_path, [])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_without_batch_norm_noise_stays_out_of_the_lowest_ten_percent(tmp_path, seed):
+    """The article's observation holds for the same network without BatchNorm (measured seeds
+    0/1/2: first noise sample at ranks 56/46/41, none in the lowest 12)."""
+    _assert_noise_kept_out(tmp_path, ["--model.name", "small_cnn_nobn", "--seed", str(seed)])
+
+
+def _assert_noise_kept_out(tmp_path, extra):
     out = tmp_path / "entropy"
-    assert entropy_report_main(["--tracking.mode", "disabled", "--output-dir", str(out)]) == 0
+    assert entropy_report_main(["--tracking.mode", "disabled", "--output-dir", str(out), *extra]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["lowest_10_percent"]["count"] == 12
     assert report["lowest_10_percent"]["noise_count"] == 0, report
