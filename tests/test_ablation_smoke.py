@@ -25,7 +25,8 @@ def test_ablation_smoke(tmp_path, capsys):
     for seed in (0, 1):
         assert (tmp_path / "abl" / "labels4" / "random_curriculum" / f"seed{seed}" / "corrupted.json").is_file()
     table = (tmp_path / "abl" / "ablation.md").read_text()
-    assert "| 4 | random_curriculum |" in table
+    assert "| 4 | random_curriculum | 12 |" in table  # 6 rounds x 1 epoch x 2 steps
+    assert "| random_curriculum | random samples, same counts as entropy_curriculum | ablation base + `--pseudo.score random` |" in table
     assert (tmp_path / "abl" / "accuracy_per_round.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Rerunning reuses the finished run instead of training again: its files are untouched.
     summaries = [tmp_path / "abl" / "labels4" / "random_curriculum" / f"seed{seed}" / "summary.json" for seed in (0, 1)]
