@@ -248,7 +248,8 @@ def write_report(results: dict[str, Any], out: Path) -> None:
                 continue
             accuracy = [100 * a for a in r["accuracy_per_round"]]
             if len(accuracy) == 1:  # supervised: its whole budget is round 0; a level to compare against
-                ax.axhline(accuracy[0], color="black", linestyle="--", linewidth=1, label=r["row"])
+                color = "black" if r["row"] == "supervised" else "gray"
+                ax.axhline(accuracy[0], linestyle="--", linewidth=1, color=color, label=r["row"])
             else:
                 ax.plot(range(len(accuracy)), accuracy, marker="o", markersize=3, label=r["row"])
         ax.set_title(f"{labels} labels per class (mean of seeds)")
