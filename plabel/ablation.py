@@ -227,9 +227,9 @@ def write_report(results: dict[str, Any], out: Path) -> None:
               "| row | description | train.py options |", "|---|---|---|"]
     for row in dict.fromkeys(r["row"] for r in results["rows"].values()):
         overrides = ROWS[row][1] + (["--train.epochs", str(results["args"]["epochs"] * (ROUNDS + 1))] if row == "supervised" else [])
-        options = " ".join(overrides) or "(none)"
         common = "the shipped config" if row in DEFAULT_ROWS else "ablation base"
-        lines.append(f"| {row} | {ROWS[row][0]} | {common} + `{options}` |")
+        options = f"{common} + `{' '.join(overrides)}`" if overrides else common
+        lines.append(f"| {row} | {ROWS[row][0]} | {options} |")
     lines.append(f"\nTotal wall time of this invocation: {results['total_wall_time_s']} s; "
                  f"CPU time of all runs in the table (training + corrupted test): {results['total_cpu_time_s']} s")
     (out / "ablation.md").write_text("\n".join(lines) + "\n")
