@@ -185,7 +185,7 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
                 "corrupted_accuracy": _mean_std([r["corrupted_accuracy"] for r in runs]),
                 "per_seed_final_accuracy": [r["final_accuracy"] for r in runs],
                 "min_gain_over_round0_any_round": min(
-                    rr["test_accuracy"] - r["rounds"][0]["test_accuracy"] for r in runs for rr in r["rounds"]
+                    (rr["test_accuracy"] - r["rounds"][0]["test_accuracy"] for r in runs for rr in r["rounds"][1:]), default=None
                 ),
                 "accuracy_per_round": per_round_acc, "precision_per_round": per_round_precision,
                 "min_precision_any_round_any_seed": min(
@@ -211,10 +211,11 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     ]
     for r in results["rows"].values():
         precision = " / ".join("-" if p is None else f"{100 * p:.1f}" for p in r["precision_per_round"])
+        worst = "-" if r["min_gain_over_round0_any_round"] is None else f"{100 * r['min_gain_over_round0_any_round']:+.2f}"
         lines.append(
             f"| {r['labels_per_class']} | {r['row']} | {r['budget_steps']} | {100 * r['baseline_accuracy'][0]:.2f} "
             f"| {100 * r['final_accuracy'][0]:.2f} ± {100 * r['final_accuracy'][1]:.2f} "
-            f"| {100 * r['min_gain_over_round0_any_round']:+.2f} "
+            f"| {worst} "
             f"| {100 * r['corrupted_accuracy'][0]:.2f} ± {100 * r['corrupted_accuracy'][1]:.2f} | {precision} | {len(r['seeds'])} |"
         )
     lines += ["", "Pseudo-labels per class in the last round's selection (last seed):", "",
@@ -241,8 +242,9 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     label_settings = sorted({r["labels_per_class"] for r in results["rows"].values()})
-    fig, axes = plt.subplots(1, len(label_settings), figsize=(6 * len(label_settings), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(label_settings), figsize=(6 * len(label_settings) + 3, 4.5), squeeze=False)
     for ax, labels in zip(axes[0], label_settings):
+        ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # up to 14 rows: no colour used twice
         for r in results["rows"].values():
             if r["labels_per_class"] != labels:
                 continue
@@ -256,7 +258,7 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         ax.set_xlabel("round")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     fig.savefig(out / "accuracy_per_round.png", dpi=120)
 
