@@ -26,15 +26,16 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
+import yaml
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 ROUNDS = 5
 CURRICULUM = "[20, 40, 60, 80, 100]"
-# name -> (description, overrides). All rows but the two "default" ones: ROUNDS rounds, continued
+# name -> (description, overrides). All rows but the DEFAULT_ROWS: ROUNDS rounds, continued
 # model, global selection, linear alpha ramp, --epochs x --steps-per-epoch per round, unless the
-# row says otherwise. "default" is train.py's own configuration, budget included, untouched apart
-# from the test set: the run the README's targets are about.
+# row says otherwise. The DEFAULT_ROWS start from train.py's own configuration, budget included
+# ("default" is it untouched apart from the test set: the run the README's targets are about).
 DEFAULT_ROWS = ("default", "default_nobn", "default_supervised")
 ROWS: dict[str, tuple[str, list[str]]] = {
     "default": ("the shipped default: entropy, class-balanced, k 20→80%, 4 rounds, its own budget", []),
@@ -80,7 +81,6 @@ class CorruptedImages(Dataset):
 
 def corrupted_accuracy(run_dir: Path) -> float:
     """Accuracy of a finished run's final weights on the corrupted test set."""
-    import yaml
     from accelerate import Accelerator
     from safetensors.torch import load_file
 
@@ -99,6 +99,14 @@ def corrupted_accuracy(run_dir: Path) -> float:
     return accuracy(scores)
 
 
+def row_overrides(row: str, epochs: int) -> list[str]:
+    """The train.py options a row adds to its base; the supervised row gets the whole budget."""
+    overrides = list(ROWS[row][1])
+    if row == "supervised":  # the same number of optimizer steps, all in round 0
+        overrides += ["--train.epochs", str(epochs * (ROUNDS + 1))]
+    return overrides
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -109,8 +117,6 @@ def _run_one(train_cmd: list[str], run_dir: Path) -> dict[str, Any]:
     if proc.returncode != 0:
         raise SystemExit(f"ablation: {run_dir} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     summary = json.loads((run_dir / "summary.json").read_text())
-    import yaml
-
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     summary["budget_steps"] = (cfg["pseudo"]["rounds"] + 1) * cfg["train"]["epochs"] * cfg["train"]["steps_per_epoch"]
     cached = run_dir / "corrupted.json"
@@ -143,9 +149,7 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     tasks: list[tuple[int, str, int, Path, list[str]]] = []
     for labels in args.labels:
         for row in args.rows:
-            _, overrides = ROWS[row]
-            if row == "supervised":  # the same number of optimizer steps, all in round 0
-                overrides = overrides + ["--train.epochs", str(args.epochs * (ROUNDS + 1))]
+            overrides = row_overrides(row, args.epochs)
             base = common if row in DEFAULT_ROWS else common + ablation_base
             for seed in args.seeds:
                 run_dir = out / f"labels{labels}" / row / f"seed{seed}"
@@ -227,7 +231,7 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     lines += ["", "What each row passes to train.py (on top of the common options; see the module docstring):", "",
               "| row | description | train.py options |", "|---|---|---|"]
     for row in dict.fromkeys(r["row"] for r in results["rows"].values()):
-        overrides = ROWS[row][1] + (["--train.epochs", str(results["args"]["epochs"] * (ROUNDS + 1))] if row == "supervised" else [])
+        overrides = row_overrides(row, results["args"]["epochs"])
         common = "the shipped config" if row in DEFAULT_ROWS else "ablation base"
         options = f"{common} + `{' '.join(overrides)}`" if overrides else common
         lines.append(f"| {row} | {ROWS[row][0]} | {options} |")
