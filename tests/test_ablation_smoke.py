@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from plabel.ablation import main
+from plabel.experiments.ablation import main
 
 
 def test_ablation_smoke(tmp_path, capsys):

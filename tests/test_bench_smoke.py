@@ -1,4 +1,4 @@
-"""``python -m plabel.bench_speed <command> --smoke`` runs and prints a table of finite, positive numbers.
+"""``python -m plabel.bench.speed <command> --smoke`` runs and prints a table of finite, positive numbers.
 
 No timing assertions: CI machines are shared and slow. Together ~40 s, mostly process start-up.
 """
@@ -22,7 +22,7 @@ KEY_COLUMNS = {"scoring": "samples/s", "train": "images/s", "pool": "median s"}
 def run_bench(command: str, *args: str) -> str:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
     done = subprocess.run(
-        [sys.executable, "-m", "plabel.bench_speed", command, "--smoke", *args],
+        [sys.executable, "-m", "plabel.bench.speed", command, "--smoke", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
     )
     assert done.returncode == 0, f"bench_speed {command} failed:\n{done.stdout}\n{done.stderr[-4000:]}"

@@ -1,25 +1,14 @@
 """plabel export / plabel score on a finished tiny run."""
 
 import csv
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import datasets
 import pytest
+from helpers import ROOT, TINY, launch_command, subprocess_env
 
-from distributed_harness import free_port
 from plabel.cli import main as plabel_main
-from plabel.cli import train_main
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "--data.pool_limit", "200", "--data.test_holdout", "100", "--data.labeled_per_class", "4",
-    "--train.epochs", "2", "--train.steps_per_epoch", "3", "--train.batch_size", "8",
-    "--train.pseudo_batch_size", "8", "--train.eval_batch_size", "64", "--pseudo.rounds", "1",
-    "--pseudo.top_k_percent", "30", "--tracking.mode", "disabled",
-]
+from plabel.commands.train import train_main
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +42,9 @@ def test_export_loads_with_datasets_and_trains_a_model(finished_run, tmp_path, c
 
 
 def _score_with(processes, run, output):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
     score = ["-m", "plabel.cli", "score", "--run", str(run), "--output", str(output), "--batch-size", "33"]
-    if processes == 1:
-        cmd = [sys.executable, *score]
-    else:
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "launch/cpu_2proc.yaml"),
-               "--main_process_port", str(free_port()), *score]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    cmd = launch_command(score, processes)
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=subprocess_env(), timeout=300)
 
 
 def test_score_same_result_in_one_and_two_processes(finished_run, tmp_path):

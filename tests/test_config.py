@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from plabel.cli import parse_overrides, build_parser, resolve_config
 from plabel.config import ConfigError, RunConfig, diff_configs, load_config
+from plabel.config.args import build_parser, parse_overrides, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+from helpers import run_processes
 
-from distributed_harness import run_processes
-from plabel.distributed import gather_pool, share_from_main, shard_range
-from plabel.selection import select_pseudo_labels
+from plabel.distributed.collectives import gather_pool, shard_range
+from plabel.distributed.processes import share_from_main
+from plabel.method.selection import select_pseudo_labels
 
 
 def _pool_scores(pool_size: int, num_classes: int = 10):

@@ -11,12 +11,12 @@ import itertools
 import pytest
 import torch
 from accelerate import Accelerator
+from helpers import run_processes
 
-from plabel.distributed import shard_range
-from plabel import distributed_select
-from plabel.distributed_select import all_gather_selected, order_keys, select_pseudo_labels_sharded
-from plabel.selection import Selection, select_pseudo_labels
-from distributed_harness import run_processes
+from plabel.distributed import sharded_selection
+from plabel.distributed.collectives import shard_range
+from plabel.distributed.sharded_selection import all_gather_selected, order_keys, select_pseudo_labels_sharded
+from plabel.method.selection import Selection, select_pseudo_labels
 
 NUM_CLASSES = 4  # predictions use classes 0-2 only, so class 3 is empty unless an earlier pick froze it there
 POOL_SIZES = (1, 7, 1001, 4099)
@@ -64,7 +64,7 @@ def check_all_cases(accelerator: Accelerator, full: bool) -> list[tuple[list[int
     """
     # Small odd chunks, so the larger pools take several sweep steps per shard and ties, tie quotas
     # and earlier picks straddle chunk edges (the default chunk is larger than any pool here).
-    distributed_select.CHUNK = 97
+    sharded_selection.CHUNK = 97
     gathered = []
     sizes, previous_kinds = (POOL_SIZES, PREVIOUS) if full else (QUICK_POOL_SIZES, QUICK_PREVIOUS)
     cases = itertools.product(sizes, KINDS, previous_kinds, (False, True), PERCENTS)

@@ -3,51 +3,24 @@
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from accelerate.tracking import GeneralTracker
+from helpers import run_processes, run_train, tiny
 from safetensors.torch import load_file
 
-from distributed_harness import run_processes
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "--data.pool_limit", "300", "--data.test_holdout", "200", "--data.labeled_per_class", "5",
-    "--train.epochs", "2", "--train.steps_per_epoch", "3", "--train.batch_size", "16",
-    "--train.pseudo_batch_size", "16", "--pseudo.rounds", "2", "--pseudo.top_k_percent", "[30, 60]",
-    "--tracking.log_every", "2",
-]
+# Two rounds, a 300-image pool; tracking is chosen per test (the last --tracking.mode wins).
+TINY = tiny({
+    "data.pool_limit": 300, "data.test_holdout": 200, "data.labeled_per_class": 5, "train.batch_size": 16,
+    "train.pseudo_batch_size": 16, "train.eval_batch_size": 512, "pseudo.rounds": 2, "pseudo.top_k_percent": "[30, 60]",
+    "tracking.log_every": 2,
+})
 ROUND_KEYS = {
     "round/test_accuracy", "round/pseudo_labeled", "select/pseudo_label_precision", "select/num_selected",
     "select/entropy_selected_mean", "select/entropy_rest_mean", "select/class_0", "select/nonfinite_scores",
 }
 STEP_KEYS = {"train/loss", "train/loss_labeled", "train/loss_pseudo", "train/alpha", "train/lr"}
-
-
-def _env(**extra):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
-    env.pop("WANDB_MODE", None)
-    return env
-
-
-def _train(args, processes=1, **env):
-    if processes == 1:
-        cmd = [sys.executable, str(ROOT / "train.py"), *args]
-    else:
-        cmd = [
-            sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "launch/cpu_2proc.yaml"),
-            "--num_processes", str(processes), "--main_process_port", str(_free_port()), str(ROOT / "train.py"), *args,
-        ]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=_env(**env), timeout=600)
-
-
-def _free_port():
-    from distributed_harness import free_port
-
-    return free_port()
 
 
 def _check_outputs(out: Path, processes: int):
@@ -81,7 +54,7 @@ def _check_outputs(out: Path, processes: int):
 
 def test_train_one_process_writes_outputs(tmp_path):
     out = tmp_path / "run"
-    proc = _train([*TINY, "--tracking.mode", "disabled", "--output_dir", str(out)])
+    proc = run_train([*TINY, "--tracking.mode", "disabled", "--output_dir", str(out)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     _check_outputs(out, 1)
     assert "round | k%" in proc.stdout and "baseline" in proc.stdout
@@ -89,7 +62,7 @@ def test_train_one_process_writes_outputs(tmp_path):
 
 def test_train_two_processes_writes_outputs(tmp_path):
     out = tmp_path / "run2"
-    proc = _train([*TINY, "--tracking.mode", "disabled", "--output_dir", str(out)], processes=2)
+    proc = run_train([*TINY, "--tracking.mode", "disabled", "--output_dir", str(out)], processes=2)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _check_outputs(out, 2)
     assert proc.stdout.count("plabel run ->") == 1  # printed by the main process only
@@ -99,7 +72,7 @@ def test_refuses_a_folder_that_is_not_a_plabel_run(tmp_path):
     out = tmp_path / "taken"
     out.mkdir()
     (out / "notes.txt").write_text("someone else's files")
-    proc = _train([*TINY, "--tracking.mode", "disabled", "--output_dir", str(out)])
+    proc = run_train([*TINY, "--tracking.mode", "disabled", "--output_dir", str(out)])
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"train.py: error: output_dir: {out} already holds files that are not a plabel run; choose a new --output_dir"
@@ -111,9 +84,9 @@ def test_wandb_offline_run_sync_hint_media_and_same_run_after_resume(tmp_path):
     out = tmp_path / "wb"
     args = [*TINY, "--tracking.mode", "auto", "--output_dir", str(out)]
     env = dict(WANDB_API_KEY="", HOME=str(tmp_path))  # no credentials: auto goes offline
-    crashed = _train(args, PLABEL_FAULT="step:9@0:raise", **env)  # round 1, after round 0's checkpoint
+    crashed = run_train(args, PLABEL_FAULT="step:9@0:raise", **env)  # round 1, after round 0's checkpoint
     assert crashed.returncode != 0 and "injected fault" in crashed.stderr
-    proc = _train(args, **env)
+    proc = run_train(args, **env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_id = json.loads((out / "run_info.json").read_text())["wandb_run_id"]
     runs = sorted((out / "wandb").glob("offline-run-*"))
@@ -149,8 +122,8 @@ class RecordingTracker(GeneralTracker):
 
 
 def _run_with_recorder(accelerator, out_dir):
-    from plabel.cli import resolve_config
-    from plabel.run import run
+    from plabel.config.args import resolve_config
+    from plabel.trainer.run import run
 
     cfg, _ = resolve_config([*TINY, "--tracking.mode", "disabled", "--output_dir", out_dir])
     recorder = RecordingTracker()
@@ -177,7 +150,7 @@ def test_loader_workers_do_not_change_results(tmp_path):
     summaries = []
     for name, extra in (("inline", []), ("workers", ["--data.num_workers", "2", "--data.persistent_workers", "true"])):
         out = tmp_path / name
-        proc = _train([*TINY, "--tracking.mode", "disabled", "--output_dir", str(out), *extra])
+        proc = run_train([*TINY, "--tracking.mode", "disabled", "--output_dir", str(out), *extra])
         assert proc.returncode == 0, proc.stderr[-3000:]
         summaries.append(json.loads((out / "summary.json").read_text())["rounds"])
         summaries.append((out / "pseudo_labels_round02.csv").read_text())
@@ -185,8 +158,8 @@ def test_loader_workers_do_not_change_results(tmp_path):
 
 
 def _crash_then_resume_with_recorders(accelerator, out_dir):
-    from plabel.cli import resolve_config
-    from plabel.run import run
+    from plabel.config.args import resolve_config
+    from plabel.trainer.run import run
 
     cfg, _ = resolve_config([*TINY, "--tracking.mode", "disabled", "--output_dir", out_dir])
     first, second = RecordingTracker(), RecordingTracker()

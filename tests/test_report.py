@@ -11,14 +11,8 @@ import torch
 
 from plabel.data.sources import TensorImageSource
 from plabel.data.splits import IndexedImages, build_transform
-from plabel.report import (
-    NOISE_KINDS,
-    ValidationAndNoise,
-    entropy_report_main,
-    format_sorted,
-    report_main,
-    summarize_entropy,
-)
+from plabel.experiments.entropy_probe import NOISE_KINDS, ValidationAndNoise, format_sorted, summarize_entropy
+from plabel.experiments.entropy_report import entropy_report_main, report_main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--train.epochs", "1", "--train.steps_per_epoch", "5", "--tracking.mode", "disabled", "--data.test_holdout", "200"]

@@ -2,37 +2,24 @@
 uninterrupted run: final weights, selections and metrics must be identical."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, launch_command, subprocess_env, tiny
 from safetensors.torch import load_file
 
-from distributed_harness import free_port
-
-ROOT = Path(__file__).resolve().parents[1]
 # 3 rounds of 2 epochs x 4 steps: round 0 = steps 1-8, round 1 = 9-16, round 2 = 17-24.
 # Periodic checkpoints every 3 steps put one mid-epoch (step 18 = round 2, epoch 0, step 2).
-ARGS = [
-    "--data.pool_limit", "200", "--data.test_holdout", "100", "--data.labeled_per_class", "4",
-    "--train.epochs", "2", "--train.steps_per_epoch", "4", "--train.batch_size", "8",
-    "--train.pseudo_batch_size", "8", "--train.eval_batch_size", "64", "--pseudo.rounds", "2",
-    "--pseudo.top_k_percent", "[30, 60]", "--tracking.mode", "disabled", "--tracking.log_every", "1",
-    "--checkpoint.every_steps", "3",
-]
+ARGS = tiny({
+    "train.steps_per_epoch": 4, "pseudo.rounds": 2, "pseudo.top_k_percent": "[30, 60]", "tracking.log_every": 1,
+    "checkpoint.every_steps": 3,
+})
 
 
 def launch(out: Path, fault: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.pop("PLABEL_FAULT", None)
-    if fault:
-        env["PLABEL_FAULT"] = fault
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "launch/cpu_2proc.yaml"),
-        "--main_process_port", str(free_port()), str(ROOT / "train.py"), *ARGS, "--output_dir", str(out),
-    ]
+    env = subprocess_env(**({"PLABEL_FAULT": fault} if fault else {}))
+    cmd = launch_command([str(ROOT / "train.py"), *ARGS, "--output_dir", str(out)], processes=2)
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
 
 

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from plabel.loss import combined_loss
-from plabel.schedule import alpha_at, alpha_lee, alpha_linear, lr_at
-from plabel.scoring import entropy, margin, max_probability
-from plabel.selection import Selection, num_to_select, select_lowest, select_pseudo_labels
+from plabel.method.loss import combined_loss
+from plabel.method.schedule import alpha_at, alpha_lee, alpha_linear, lr_at
+from plabel.method.scores import entropy, margin, max_probability
+from plabel.method.selection import Selection, num_to_select, select_lowest, select_pseudo_labels
 
 
 def test_entropy_matches_formula_on_known_values():
@@ -142,7 +142,7 @@ def test_combined_loss_terms_are_separate_means():
 
 
 def test_random_scores_depend_only_on_index_seed_and_salt():
-    from plabel.selection import random_scores
+    from plabel.method.scores import random_scores
 
     full = random_scores(torch.arange(10_000), seed=3, salt=1)
     assert full.min() >= 0 and full.max() < 1
@@ -153,7 +153,7 @@ def test_random_scores_depend_only_on_index_seed_and_salt():
 
 
 def test_ranking_scores_order_and_nonfinite():
-    from plabel.selection import ranking_scores
+    from plabel.method.scores import ranking_scores
 
     cols = {
         "entropy": torch.tensor([0.5, 0.1, float("nan")]),

@@ -16,19 +16,14 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import ROOT, free_port, tiny
 
-from distributed_harness import free_port
-from plabel.checkpoint import list_checkpoints
+from plabel.trainer.checkpointer import list_checkpoints
 
-ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"
 JOB_ID, JOB_NAME = "4242", "tiny"
-TINY = [
-    "--data.pool_limit", "200", "--data.test_holdout", "100", "--data.labeled_per_class", "4",
-    "--train.epochs", "2", "--train.steps_per_epoch", "4", "--train.batch_size", "8",
-    "--train.pseudo_batch_size", "8", "--pseudo.rounds", "1", "--pseudo.top_k_percent", "30",
-    "--tracking.mode", "disabled", "--collective_timeout_s", "60",  # a stuck process fails the test in a minute
-]
+# collective_timeout_s: a stuck process fails the test in a minute.
+TINY = tiny({"train.steps_per_epoch": 4, "train.eval_batch_size": 512, "collective_timeout_s": 60})
 LONG = [*TINY, "--train.steps_per_epoch", "40"]  # the last value wins: time to signal mid-round
 
 SCONTROL = """#!/bin/bash

@@ -1,22 +1,18 @@
-"""Typed, self-validating experiment configuration.
+"""The experiment configuration: typed dataclasses, one documented field each, and the range
+checks that types cannot express (``validate``).
 
-Precedence: dataclass defaults < YAML file (``--config``) < dotted command-line overrides
-(``--train.epochs 5`` or ``train.epochs=5``). Every field carries a ``help`` string used by
-``--help``; an unknown key, a wrong type or an out-of-range value raises :class:`ConfigError`
-naming the field. The process count never appears here: it belongs to ``launch/``.
+Types are checked by pydantic when a config is loaded (:mod:`plabel.config.load`); every
+section forbids unknown keys. The process count never appears here: it belongs to ``launch/``.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-import yaml
+from pydantic import ConfigDict
 
 
 class ConfigError(ValueError):
@@ -29,8 +25,12 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help}, **kw)
 
 
-def _sub(cls: type, help: str) -> Any:
+def _sub(cls: Any, help: str) -> Any:
     return field(default_factory=cls, metadata={"help": help})
+
+
+# Read by pydantic when it validates a loaded config: a key that is not a field is an error.
+SECTION = ConfigDict(extra="forbid")
 
 
 TORCHVISION_NAMES = ("mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "svhn")
@@ -39,6 +39,8 @@ TORCHVISION_NAMES = ("mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", 
 @dataclass
 class SourceConfig:
     """Where images and labels come from."""
+
+    __pydantic_config__ = SECTION
 
     source: Literal["embedded", "torchvision", "hf", "idx", "holdout"] = _f(
         "embedded",
@@ -65,6 +67,8 @@ class SourceConfig:
 
 @dataclass
 class DataConfig:
+    __pydantic_config__ = SECTION
+
     train: SourceConfig = _sub(SourceConfig, "source of the labeled set and the unlabeled pool")
     test: SourceConfig = _sub(
         lambda: SourceConfig(source="holdout", split="test"),  # type: ignore[arg-type]
@@ -99,6 +103,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    __pydantic_config__ = SECTION
+
     name: Literal["small_cnn", "small_cnn_nobn", "resnet18"] = _f(
         "small_cnn", "small_cnn for 28x28 grayscale (small_cnn_nobn: the same without BatchNorm); resnet18 (CIFAR stem) for 32x32 colour"
     )
@@ -111,6 +117,8 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    __pydantic_config__ = SECTION
+
     epochs: int = _f(8, "epochs per round (round 0 included)")
     steps_per_epoch: int = _f(30, "optimizer steps per epoch on every process; one step draws a labeled and a pseudo batch")
     batch_size: int = _f(64, "labeled batch size per process")
@@ -145,6 +153,8 @@ class TrainConfig:
 
 @dataclass
 class PseudoConfig:
+    __pydantic_config__ = SECTION
+
     rounds: int = _f(4, "pseudo-labeling rounds after round 0 (the supervised baseline)")
     top_k_percent: Union[float, list[float]] = _f(
         [20.0, 40.0, 60.0, 80.0],
@@ -198,6 +208,8 @@ class PseudoConfig:
 
 @dataclass
 class TrackingConfig:
+    __pydantic_config__ = SECTION
+
     mode: Literal["auto", "online", "offline", "disabled"] = _f(
         "auto", "W&B mode; auto = online when W&B credentials exist, else offline (sync later)"
     )
@@ -216,6 +228,8 @@ class TrackingConfig:
 
 @dataclass
 class CheckpointConfig:
+    __pydantic_config__ = SECTION
+
     every_steps: int = _f(0, "also checkpoint every this many optimizer steps (0 = only at epoch and round ends)")
     keep: int = _f(2, "newest checkpoints kept; older ones are deleted once a newer one is complete")
 
@@ -226,6 +240,8 @@ class CheckpointConfig:
 
 @dataclass
 class RunConfig:
+    __pydantic_config__ = SECTION
+
     seed: int = _f(0, "seed for the split, model init, sampling and augmentation")
     output_dir: Optional[str] = _f(
         None, "run folder; default runs/<config name>-seed<seed>. Rerunning the same command resumes there"
@@ -258,10 +274,6 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-# ---------------------------------------------------------------------------------------------
-# Generic loading: dict -> typed dataclass, with the field path in every error.
-
-
 def _positive(name: str, value: int) -> None:
     if value < 1:
         raise ConfigError(f"{name}: must be >= 1, got {value}")
@@ -270,157 +282,3 @@ def _positive(name: str, value: int) -> None:
 def _non_negative(name: str, value: float) -> None:
     if value < 0:
         raise ConfigError(f"{name}: must be >= 0, got {value}")
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, name: str) -> Any:
-    """Check ``value`` against annotation ``tp``; ints are accepted where floats are expected."""
-    origin = typing.get_origin(tp)
-    if tp is type(None):
-        if value is None:
-            return None
-        raise TypeError
-    if origin in (Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(value, arg, name)
-            except (TypeError, ConfigError):
-                continue
-        raise ConfigError(f"{name}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-        raise ConfigError(f"{name}: expected {_type_name(tp)}, got {value!r}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise TypeError
-        (item_tp,) = typing.get_args(tp)
-        return [_coerce(v, item_tp, f"{name}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise TypeError
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise TypeError
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise TypeError
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise TypeError
-    raise TypeError
-
-
-def overlay_dict(cls: type, data: dict[str, Any], prefix: str = "", base: Any = None) -> Any:
-    """Overlay ``data`` on ``base`` (default: ``cls()``); nested sections merge field by field."""
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    out = copy.deepcopy(base) if base is not None else cls()
-    for key, value in data.items():
-        name = f"{prefix}.{key}" if prefix else key
-        if key not in known:
-            raise ConfigError(f"{name}: unknown config key; known keys here: {', '.join(sorted(known))}")
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{name}: expected a mapping of {tp.__name__} fields, got {value!r}")
-            setattr(out, key, overlay_dict(tp, value, name, getattr(out, key)))
-            continue
-        try:
-            setattr(out, key, _coerce(value, tp, name))
-        except TypeError:
-            raise ConfigError(f"{name}: expected {_type_name(tp)}, got {value!r}") from None
-    return out
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for p in parts[:-1]:
-        nxt = node.setdefault(p, {})
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"{dotted}: {p} is not a section")
-        node = nxt
-    node[parts[-1]] = value
-
-
-def parse_value(text: str) -> Any:
-    """Command-line values are YAML scalars/lists: ``5``, ``0.1``, ``true``, ``[20, 40]``, ``null``."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def load_config(path: Optional[str | Path], overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Build the run config: defaults, then the YAML file at ``path``, then dotted ``overrides``."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"--config: file {str(p)!r} does not exist; pass a YAML file such as configs/default.yaml")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--config: {p} is not valid YAML ({str(e).splitlines()[0]})") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"--config: {p} must hold a mapping of config sections")
-        tree = loaded
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(tree, dotted, value)
-    cfg = overlay_dict(RunConfig, tree)
-    cfg.validate()
-    return cfg
-
-
-def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """Rebuild a saved (resolved) config; used by resume and the console tools."""
-    cfg = overlay_dict(RunConfig, data)
-    cfg.validate()
-    return cfg
-
-
-def iter_fields(cls: type = RunConfig, prefix: str = "") -> typing.Iterator[tuple[str, Any, Any, str]]:
-    """Yield (dotted name, annotation, default, help) for every leaf field, for ``--help``."""
-    hints = typing.get_type_hints(cls)
-    default = cls()
-    for f in dataclasses.fields(cls):
-        name = f"{prefix}{f.name}"
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            yield from iter_fields(tp, name + ".")
-        else:
-            yield name, tp, getattr(default, f.name), f.metadata.get("help", "")
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def diff_configs(a: dict[str, Any], b: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
-    """Dotted names whose values differ between two resolved configs."""
-    fa, fb = flatten(a), flatten(b)
-    keys = sorted(set(fa) | set(fb))
-    return [k for k in keys if k not in ignore and fa.get(k) != fb.get(k)]

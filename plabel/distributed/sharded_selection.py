@@ -1,8 +1,8 @@
-"""Exact global pseudo-label selection without gathering the pool onto every process.
+"""The selection a run makes: exact global pseudo-label selection without gathering the pool.
 
-:func:`select_pseudo_labels_sharded` returns, on each process, its part of the selection that
-:func:`plabel.selection.select_pseudo_labels` makes on the whole pool, bit for bit and for any world
-size. Each process holds only its shard plus its selected samples (memory O(local shard)), and
+:func:`select_pseudo_labels_sharded` returns, on each process, its part of the selection that the
+reference :func:`plabel.method.selection.select_pseudo_labels` makes on the whole pool, bit for
+bit and for any world size. Each process holds only its shard plus its selected samples (memory O(local shard)), and
 the traffic per process is a few fixed-size histograms: it does not grow with the pool.
 
 How it works:
@@ -31,7 +31,8 @@ from typing import Iterator
 import torch
 from accelerate import Accelerator
 
-from plabel.selection import Selection, num_to_select
+from plabel.distributed.collectives import Comm, Traffic
+from plabel.method.selection import Selection, num_to_select
 
 # Above every finite key (float32 max maps to 0x7F7FFFFF), so it sorts after all candidates.
 INELIGIBLE_KEY = torch.iinfo(torch.int32).max
@@ -39,42 +40,6 @@ NO_THRESHOLD = torch.iinfo(torch.int32).min  # a class with nothing to pick: no 
 BUCKETS = 256  # one key byte per pass
 SHIFTS = (24, 16, 8, 0)  # byte positions, most significant first
 CHUNK = 1 << 18  # samples per sweep step: bounds the temporaries (a few MiB) whatever the shard size
-
-
-@dataclass
-class Traffic:
-    """Bytes of tensors this process handed to collectives and got back (for benchmarks)."""
-
-    sent: int = 0
-    received: int = 0
-
-
-class _Comm:
-    """The collectives this module uses, on ``accelerator.device``, counting bytes into ``traffic``.
-
-    Accelerate's reduce/gather return the local value with one process, so nothing here branches
-    on the world size.
-    """
-
-    def __init__(self, accelerator: Accelerator, traffic: Traffic | None) -> None:
-        self.accelerator = accelerator
-        self.traffic = traffic if traffic is not None else Traffic()
-
-    def sum(self, t: torch.Tensor) -> torch.Tensor:
-        """All-reduce (sum) an int64 tensor; every process gets the total."""
-        nbytes = t.numel() * t.element_size()
-        self.traffic.sent += nbytes
-        self.traffic.received += nbytes
-        return self.accelerator.reduce(t.to(self.accelerator.device), reduction="sum").to(t.device)
-
-    def gather(self, t: torch.Tensor) -> torch.Tensor:
-        """All-gather an equal-shaped tensor: (world, *t.shape), rows in rank order."""
-        nbytes = t.numel() * t.element_size()
-        world = self.accelerator.num_processes
-        self.traffic.sent += nbytes
-        self.traffic.received += world * nbytes
-        out = self.accelerator.gather(t.to(self.accelerator.device)[None]).to(t.device)
-        return out.view(world, *t.shape)
 
 
 def order_keys(scores: torch.Tensor) -> torch.Tensor:
@@ -139,7 +104,7 @@ def _local_problem(
         for lo in range(0, n, CHUNK):  # chunked so the check allocates no shard-sized arange
             hi = min(lo + CHUNK, n)
             if not torch.equal(local_indices[lo:hi].long(), torch.arange(start + lo, start + hi)):
-                return "local_indices is not a contiguous ascending range (use plabel.distributed.shard_range)"
+                return "local_indices is not a contiguous ascending range (use plabel.distributed.collectives.shard_range)"
     labels = [local_predictions]
     if previous_local is not None:
         prev_idx, prev_labels = previous_local
@@ -160,7 +125,7 @@ def _local_problem(
     return None
 
 
-def _check_shards(comm: _Comm, local_indices: torch.Tensor, pool_size: int, problem: str | None) -> int:
+def _check_shards(comm: Comm, local_indices: torch.Tensor, pool_size: int, problem: str | None) -> int:
     """Check on every process that the shards tile [0, pool_size) in rank order; return this start.
 
     One all-gather of (start, length, problem flag) per rank, so every process raises together
@@ -218,7 +183,7 @@ def _first_ties(
 
 
 def _radix_select(
-    comm: _Comm, shard: _Shard, top_hist: torch.Tensor, want: torch.Tensor, class_balanced: bool
+    comm: Comm, shard: _Shard, top_hist: torch.Tensor, want: torch.Tensor, class_balanced: bool
 ) -> torch.Tensor:
     """Local positions (ascending) of each class's ``want`` lowest eligible keys, ties by pool index.
 
@@ -263,7 +228,7 @@ def _radix_select(
     threshold = torch.where(active, prefix, NO_THRESHOLD).to(torch.int32)
     local_ties = torch.bincount(key_classes, minlength=classes)
     ties_per_rank = comm.gather(local_ties)  # (world, classes)
-    ties_before = ties_per_rank[: comm.accelerator.process_index].sum(0)
+    ties_before = ties_per_rank[: comm.rank].sum(0)
     quota = (want - ties_before).clamp(min=0).minimum(local_ties)
 
     picked: list[torch.Tensor] = []
@@ -296,10 +261,10 @@ def select_pseudo_labels_sharded(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """This process's part of the global pseudo-label selection: (pool indices ascending, labels).
 
-    Same result as :func:`plabel.selection.select_pseudo_labels` on the gathered pool, restricted to
+    Same result as :func:`plabel.method.selection.select_pseudo_labels` on the gathered pool, restricted to
     this shard, for any world size; concatenating over ranks in rank order gives the whole
     selection (see :func:`all_gather_selected`). ``local_indices`` must be this process's
-    contiguous range (:func:`plabel.distributed.shard_range`), with scores (float32) and
+    contiguous range (:func:`plabel.distributed.collectives.shard_range`), with scores (float32) and
     predictions (n_local,) in that order, all CPU tensors (only the small collective payloads move
     to ``accelerator.device``). ``previous_local`` is this process's part of the earlier
     selection (indices, labels): those keep their labels, count toward the targets, and only the
@@ -307,7 +272,7 @@ def select_pseudo_labels_sharded(
 
     Every process must call this (it runs collectives); bad inputs on any rank raise on all.
     """
-    comm = _Comm(accelerator, traffic)
+    comm = Comm(accelerator, traffic)
     problem = _local_problem(
         local_indices, local_scores, local_predictions, previous_local, num_classes, class_balanced
     )
@@ -367,12 +332,6 @@ def all_gather_selected(
     Parts are concatenated in rank order, which is ascending pool order because shards are
     contiguous and in rank order. Costs O(selection size), not O(pool size).
     """
-    comm = _Comm(accelerator, traffic)
-    local = torch.stack([local_idx.long(), local_labels.long()])  # (2, n_local): one pad, one gather
-    lengths = comm.gather(torch.tensor([local.shape[1]], dtype=torch.long)).flatten()
-    longest = int(lengths.max())
-    padded = torch.full((2, longest), -1, dtype=torch.long)
-    padded[:, : local.shape[1]] = local
-    parts = comm.gather(padded)  # (world, 2, longest)
-    keep = torch.arange(longest)[None, :] < lengths[:, None]  # (world, longest)
-    return Selection(parts[:, 0][keep], parts[:, 1][keep].to(local_labels.dtype))
+    local = torch.stack([local_idx.long(), local_labels.long()], dim=1)  # (n_local, 2): one gather
+    parts = Comm(accelerator, traffic).gather_uneven(local)
+    return Selection(parts[:, 0], parts[:, 1].to(local_labels.dtype))

@@ -2,7 +2,7 @@
 
 Memory per process is O(shard) and communication does not grow with the pool: scores stay on
 the process that computed them, the exact global selection comes from the sharded radix
-select (``plabel.distributed_select``), and the statistics are reduced from per-shard sums and
+select (``plabel.distributed.sharded_selection``), and the statistics are reduced from per-shard sums and
 fixed-bin histograms. Only the selection itself (indices, labels, entropies) is gathered, since
 every process trains on it.
 """
@@ -17,11 +17,13 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import Dataset
 
-from plabel.distributed import gather_concat, max_across_processes, sum_across_processes
-from plabel.distributed_select import all_gather_selected, select_pseudo_labels_sharded
-from plabel.faults import fault_point
-from plabel.loop import LoaderOptions, score_shard
-from plabel.selection import Selection, ranking_scores
+from plabel.config import RunConfig
+from plabel.distributed.collectives import gather_concat, max_across_processes, sum_across_processes
+from plabel.distributed.sharded_selection import all_gather_selected, select_pseudo_labels_sharded
+from plabel.method.scores import ranking_scores
+from plabel.method.selection import Selection
+from plabel.trainer.faults import fault_point
+from plabel.trainer.scoring_pass import ScorePlan, score_shard
 
 HISTOGRAM_BINS = 40
 HISTOGRAMS = ("selected", "rest", "correct", "wrong")
@@ -36,42 +38,53 @@ class RoundSelection:
     histograms: dict[str, torch.Tensor]  # name -> (HISTOGRAM_BINS,) counts over the whole pool
 
 
+@dataclass(frozen=True)
+class SelectionRequest:
+    """What one round's selection asks for (built from the run config by :meth:`for_round`)."""
+
+    round_index: int
+    percent: float  # of the whole pool (class_balanced: of each predicted class)
+    num_classes: int
+    class_balanced: bool
+    score: str  # the ranking, see plabel.method.scores.ranking_scores
+    seed: int  # salts the random ranking
+    previous: Optional[Selection] = None  # accumulating rounds: earlier picks keep their labels
+
+    @staticmethod
+    def for_round(cfg: RunConfig, round_index: int, num_classes: int, previous: Optional[Selection]) -> "SelectionRequest":
+        return SelectionRequest(
+            round_index, cfg.pseudo.percent_for_round(round_index), num_classes, cfg.pseudo.class_balanced,
+            cfg.pseudo.score, cfg.seed, previous if cfg.pseudo.accumulate else None,
+        )
+
+
 def select_for_round(
     accelerator: Accelerator,
     model: torch.nn.Module,
     pool: Dataset,
     pool_labels: torch.Tensor,
-    percent: float,
-    num_classes: int,
-    class_balanced: bool,
-    previous: Optional[Selection],
-    round_index: int,
-    batch_size: int,
-    eps: float,
-    options: LoaderOptions = LoaderOptions(),
-    score: str = "entropy",
-    seed: int = 0,
+    request: SelectionRequest,
+    plan: ScorePlan = ScorePlan(),
 ) -> RoundSelection:
     """Score the pool and pick this round's pseudo-labels, identically on every process.
 
     ``pool_labels`` are the pool's true labels, used only for precision and diagnostics.
-    ``previous`` (accumulating rounds) keeps earlier picks with their labels. ``score`` picks
-    the ranking (see :func:`plabel.selection.ranking_scores`); statistics are always reported
-    on entropy.
+    Statistics are always reported on entropy, whatever ranking picks the samples.
     """
+    r = request
     pool_size = len(pool)  # type: ignore[arg-type]
-    index, columns = score_shard(accelerator, model, pool, batch_size, eps, options)
-    fault_point(f"scored:{round_index}", accelerator)
+    index, columns = score_shard(accelerator, model, pool, plan)
+    fault_point(f"scored:{r.round_index}", accelerator)
     start, stop = (int(index[0]), int(index[-1]) + 1) if index.numel() else (0, 0)
     previous_local = None
-    if previous is not None:
-        mine = (previous.indices >= start) & (previous.indices < stop)
-        previous_local = (previous.indices[mine], previous.labels[mine])
+    if r.previous is not None:
+        mine = (r.previous.indices >= start) & (r.previous.indices < stop)
+        previous_local = (r.previous.indices[mine], r.previous.labels[mine])
     entropy = columns["entropy"]
-    ranking = ranking_scores(columns, index, score, seed, round_index)
+    ranking = ranking_scores(columns, index, r.score, r.seed, r.round_index)
     local_idx, local_labels = select_pseudo_labels_sharded(
-        accelerator, index, ranking, columns["prediction"], pool_size, percent, num_classes,
-        class_balanced, previous_local,
+        accelerator, index, ranking, columns["prediction"], pool_size, r.percent, r.num_classes,
+        r.class_balanced, previous_local,
     )
     selection = all_gather_selected(accelerator, local_idx, local_labels)
     selected_entropy = gather_concat(accelerator, entropy[local_idx - start])
@@ -98,7 +111,7 @@ def select_for_round(
     selected_max = float(max_across_processes(accelerator, local_max.reshape(1).float())[0])
 
     # Fixed bins over the possible range [0, log2 C] so per-shard counts add up exactly.
-    edges = torch.linspace(0.0, math.log2(num_classes), HISTOGRAM_BINS + 1)
+    edges = torch.linspace(0.0, math.log2(r.num_classes), HISTOGRAM_BINS + 1)
     masks = {"selected": chosen, "rest": ~chosen, "correct": chosen & correct, "wrong": chosen & ~correct}
     local_hists = torch.stack(
         [torch.histogram(entropy[m & finite].clamp(0, float(edges[-1])), bins=edges).hist for m in masks.values()]
@@ -117,10 +130,10 @@ def select_for_round(
         "select/entropy_selected_max": selected_max if sel_n else math.nan,
         "select/entropy_rest_mean": rest_sum / rest_n if rest_n else math.nan,
         "select/pool_prediction_accuracy": pool_correct / max(1, pool_size),
-        "select/top_k_percent": percent,
+        "select/top_k_percent": r.percent,
     }
-    class_counts = torch.bincount(selection.labels, minlength=num_classes)
-    for c in range(num_classes):
+    class_counts = torch.bincount(selection.labels, minlength=r.num_classes)
+    for c in range(r.num_classes):
         metrics[f"select/class_{c}"] = float(class_counts[c])
     return RoundSelection(
         selection, selected_entropy, metrics, edges, {name: hists[i] for i, name in enumerate(HISTOGRAMS)}

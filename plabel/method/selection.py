@@ -1,5 +1,9 @@
-"""Choosing which pool samples get pseudo-labels. Pure tensor functions on pool-sized arrays.
+"""The REFERENCE selection: which pool samples get pseudo-labels, as pure tensor functions on
+pool-sized arrays.
 
+This is the definition a run's selection must match, not the code a run uses: a run never
+gathers the pool, it calls :func:`plabel.distributed.sharded_selection.select_pseudo_labels_sharded`,
+which the tests and ``plabel.bench.select`` check bit for bit against :func:`select_pseudo_labels`.
 Every function here sees the scores of the *whole* pool, indexed by pool position, so the
 result does not depend on how the pool was sharded. Ties are broken by pool index (lower
 first), and non-finite scores are never selected.
@@ -15,49 +19,6 @@ import torch
 def num_to_select(pool_size: int, percent: float) -> int:
     """floor(pool_size * percent / 100); the tiny slack absorbs float error (20% of 3900 = 780)."""
     return min(pool_size, int(pool_size * percent / 100.0 + 1e-9))
-
-
-_MASK64 = (1 << 64) - 1
-
-
-def _signed64(value: int) -> int:
-    value &= _MASK64
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _logical_shift(x: torch.Tensor, bits: int) -> torch.Tensor:
-    # torch's >> on int64 is arithmetic (sign-extending); mask to get splitmix64's logical shift.
-    return (x >> bits) & ((1 << (64 - bits)) - 1)
-
-
-def random_scores(indices: torch.Tensor, seed: int, salt: int) -> torch.Tensor:
-    """Uniform [0, 1) floats that depend only on (pool index, seed, salt): splitmix64 of the index.
-
-    A random selection baseline ranks by these, so "random" picks the same samples whatever the
-    sharding or world size, with no pool-sized random draw on any process.
-    """
-    z = indices.long() + _signed64(seed * 0x9E3779B97F4A7C15 + salt * 0xD1B54A32D192ED03)
-    z = (z ^ _logical_shift(z, 30)) * _signed64(0xBF58476D1CE4E5B9)
-    z = (z ^ _logical_shift(z, 27)) * _signed64(0x94D049BB133111EB)
-    z = z ^ _logical_shift(z, 31)
-    return _logical_shift(z, 40).float() / float(1 << 24)
-
-
-def ranking_scores(columns: dict[str, torch.Tensor], indices: torch.Tensor, kind: str, seed: int, round_index: int) -> torch.Tensor:
-    """Lower = picked first. entropy; max_probability and margin negated (higher = surer);
-    random: the baseline with the same counts. NaN/Inf entropies stay non-finite so they are
-    never selected under any ranking."""
-    if kind == "entropy":
-        return columns["entropy"]
-    if kind == "max_probability":
-        scores = -columns["max_probability"]
-    elif kind == "margin":
-        scores = -columns["margin"]
-    elif kind == "random":
-        scores = random_scores(indices, seed, round_index)
-    else:
-        raise ValueError(f"unknown selection score {kind!r}")
-    return torch.where(torch.isfinite(columns["entropy"]), scores, torch.full_like(scores, float("nan")))
 
 
 def select_lowest(scores: torch.Tensor, k: int, eligible: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,43 +1,22 @@
-"""Training one round and scoring a dataset: the two passes every round makes."""
+"""Training one round: seeded loaders that replay exactly, and the alpha-weighted step."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import torch
 from accelerate import Accelerator
 from accelerate.data_loader import prepare_data_loader, skip_first_batches
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from plabel.config import PseudoConfig, TrainConfig
 from plabel.data.splits import Repeated
-from plabel.distributed import gather_pool, mean_across_processes, shard_range, sync_buffers
-from plabel.loss import combined_loss
-from plabel.schedule import alpha_at, lr_at
-from plabel.scoring import entropy, margin, max_probability
-
-
-@dataclass(frozen=True)
-class LoaderOptions:
-    """How batches are loaded and laid out; the same for training and scoring."""
-
-    num_workers: int = 0
-    persistent_workers: bool = False
-    pin_memory: bool = False
-    channels_last: bool = False
-
-    def dataloader_kwargs(self) -> dict[str, Any]:
-        return {
-            "num_workers": self.num_workers,
-            "persistent_workers": self.persistent_workers and self.num_workers > 0,
-            "pin_memory": self.pin_memory,
-        }
-
-    def layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+from plabel.distributed.collectives import mean_across_processes
+from plabel.method.loss import combined_loss
+from plabel.method.schedule import alpha_at, lr_at
+from plabel.trainer.setup import LoaderOptions
 
 
 @dataclass
@@ -94,26 +73,34 @@ def _set_epoch(loader: DataLoader, epoch_id: int) -> None:
     loader.dataset.set_epoch(epoch_id)  # type: ignore[attr-defined]  # augmentation seeds
 
 
+@dataclass(frozen=True)
+class TrainPlan:
+    """What every round trains with: sizes, steps and schedules, the seed, logging, loading."""
+
+    train: TrainConfig
+    pseudo: PseudoConfig
+    seed: int
+    log_every: int
+    options: LoaderOptions = LoaderOptions()
+
+
 def train_round(
     accelerator: Accelerator,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     labeled: Dataset,
     pseudo: Optional[Dataset],
-    train_cfg: TrainConfig,
-    pseudo_cfg: PseudoConfig,
-    seed: int,
+    plan: TrainPlan,
     position: RoundPosition,
     log: Callable[[dict[str, float], int], None],
-    log_every: int,
     after_step: Callable[[RoundPosition, bool], None] = lambda position, epoch_ended: None,
-    options: LoaderOptions = LoaderOptions(),
 ) -> RoundPosition:
     """Train one round from ``position`` (which may be mid-epoch, after a restart).
 
     ``after_step(position, epoch_ended)`` runs after every optimizer step with the position
     already advanced (checkpointing and preemption live there). Returns the final position.
     """
+    train_cfg, pseudo_cfg, seed, options = plan.train, plan.pseudo, plan.seed, plan.options
     steps = train_cfg.steps_per_epoch
     total_steps = train_cfg.epochs * steps
     labeled_loader = make_train_loader(accelerator, labeled, train_cfg.batch_size, steps, seed, options)
@@ -166,7 +153,7 @@ def train_round(
             position.global_step += 1
             position.step_in_epoch += 1
             progress.update(1)
-            if position.global_step % log_every == 0:
+            if position.global_step % plan.log_every == 0:
                 log(
                     {
                         "train/loss": mean_across_processes(accelerator, loss.item()),
@@ -186,75 +173,3 @@ def train_round(
             after_step(position, epoch_ended)
     progress.close()
     return position
-
-
-SCORE_COLUMNS = {
-    "entropy": torch.float32, "prediction": torch.long, "label": torch.long,
-    "max_probability": torch.float32, "margin": torch.float32,
-}
-
-
-@torch.no_grad()
-def score_shard(
-    accelerator: Accelerator,
-    model: torch.nn.Module,
-    dataset: Dataset,
-    batch_size: int,
-    eps: float,
-    options: LoaderOptions = LoaderOptions(),
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Score this process's contiguous shard of ``dataset``: (shard indices, shard-sized columns).
-
-    The bare model runs in eval mode under the run's autocast; results are written into
-    preallocated shard-sized arrays at (dataset position - shard start), so memory is a few
-    bytes per sample and the order does not depend on batching. Columns: entropy (bits),
-    prediction (argmax), label (the dataset's label; for the pool the true label, diagnostics
-    only), max_probability, margin.
-    """
-    size = len(dataset)  # type: ignore[arg-type]
-    bare = accelerator.unwrap_model(model)
-    # DDP leaves each process with its own BatchNorm running statistics after the last step;
-    # score with the main process's so every shard sees the same model.
-    sync_buffers(accelerator, bare)
-    was_training = bare.training
-    bare.eval()
-    shard = shard_range(accelerator, size)
-    columns = {name: torch.empty(len(shard), dtype=dtype) for name, dtype in SCORE_COLUMNS.items()}
-    loader = DataLoader(
-        Subset(dataset, shard), batch_size=batch_size, shuffle=False, **options.dataloader_kwargs()
-    )
-    for x, y, index in loader:
-        with accelerator.autocast():
-            logits = bare(options.layout(x.to(accelerator.device, non_blocking=True)))
-        logits = logits.float()
-        at = index.long() - shard.start
-        columns["entropy"][at] = entropy(logits, eps).cpu()
-        columns["prediction"][at] = logits.argmax(dim=1).cpu()
-        columns["label"][at] = y.long()
-        columns["max_probability"][at] = max_probability(logits).cpu()
-        columns["margin"][at] = margin(logits).cpu()
-    bare.train(was_training)
-    return torch.arange(shard.start, shard.stop), columns
-
-
-def score_dataset(
-    accelerator: Accelerator,
-    model: torch.nn.Module,
-    dataset: Dataset,
-    batch_size: int,
-    eps: float,
-    options: LoaderOptions = LoaderOptions(),
-) -> dict[str, torch.Tensor]:
-    """Score every sample of ``dataset`` once; dataset-sized arrays on every process.
-
-    :func:`score_shard` on each process, then the all-gather reference path. Used for the test
-    set and ``plabel score``; the pool's selection uses the sharded path instead.
-    """
-    index, columns = score_shard(accelerator, model, dataset, batch_size, eps, options)
-    return gather_pool(accelerator, index, columns, len(dataset))  # type: ignore[arg-type]
-
-
-def accuracy(scores: dict[str, torch.Tensor]) -> float:
-    """Share of samples whose prediction equals their label."""
-    n = scores["label"].numel()
-    return float((scores["prediction"] == scores["label"]).sum()) / n if n else math.nan

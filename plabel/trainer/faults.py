@@ -13,8 +13,9 @@ import signal
 from types import FrameType
 from typing import Optional
 
-import torch
 from accelerate import Accelerator
+
+from plabel.distributed.collectives import any_process
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later" - rerun the same command to resume
 
@@ -41,11 +42,7 @@ def reset_preemption_flag() -> None:
 
 def stop_requested(accelerator: Accelerator) -> bool:
     """True on every process when any process has received a preemption signal."""
-    flag = torch.tensor([1 if _signal_received is not None else 0], device=accelerator.device)
-    if accelerator.num_processes > 1:
-        # int32 sums are supported by every backend's all-reduce (bool is not on NCCL).
-        flag = accelerator.reduce(flag.int(), reduction="sum")
-    return bool(flag.item() > 0)
+    return any_process(accelerator, _signal_received is not None)
 
 
 class Preempted(Exception):

@@ -1,6 +1,7 @@
 """Metrics: Weights & Biases through Accelerate's tracker API, plus files readable without W&B.
 
-Only the main process writes (Accelerate instantiates trackers there alone). Every logged dict
+Only the main process writes (Accelerate instantiates trackers there alone; the others get a
+logger that does nothing). Every logged dict
 also lands in ``metrics.jsonl``; the final numbers in ``summary.json``. A compute node without
 internet must never block or crash on W&B: ``auto`` goes offline unless credentials exist,
 and a failing online start falls back to offline with one warning line.
@@ -13,13 +14,13 @@ import math
 import netrc
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import IO, Any, Optional
 
 import torch
-
 from accelerate import Accelerator
 
 from plabel.config import TrackingConfig
+from plabel.distributed.processes import on_main, print_once
 
 
 def has_wandb_credentials() -> bool:
@@ -53,7 +54,11 @@ def _jsonable(value: Any) -> Any:
 
 
 class RunLogger:
-    """Sends metric dicts to the trackers and appends them to ``metrics.jsonl``."""
+    """Sends metric dicts to the trackers and appends them to ``metrics.jsonl`` (main process).
+
+    Built by :func:`start_trackers`, which gives the other processes a :class:`QuietLogger`:
+    the same calls, doing nothing, so callers never ask which process they are on.
+    """
 
     def __init__(self, accelerator: Accelerator, out_dir: Path, wandb_mode: str, already_tracked: int = 0) -> None:
         self.accelerator = accelerator
@@ -64,12 +69,10 @@ class RunLogger:
         # to metrics.jsonl (which was cut back to the checkpoint) but not again to W&B, whose
         # step numbers must keep increasing.
         self._already_tracked = already_tracked
-        self._file = open(out_dir / "metrics.jsonl", "a") if accelerator.is_main_process else None
+        self._file: Optional[IO[str]] = open(out_dir / "metrics.jsonl", "a")
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         """Scalars only; ``step`` is the global optimizer step, increasing across rounds."""
-        if not self.accelerator.is_main_process:
-            return
         clean = {k: _jsonable(v) for k, v in metrics.items()}
         if self._already_tracked > 0:
             self._already_tracked -= 1
@@ -80,21 +83,24 @@ class RunLogger:
         self._file.flush()
 
     def offset(self) -> int:
-        """Bytes written to metrics.jsonl so far (main process; 0 elsewhere), for checkpoints."""
+        """Bytes written to metrics.jsonl so far, for checkpoints."""
         if self._file is None:
             return 0
         self._file.flush()
         return self._file.tell()
 
+    def _wandb_run(self) -> Any:
+        if self.wandb_mode == "disabled":
+            return None
+        try:
+            return self.accelerator.get_tracker("wandb", unwrap=True)
+        except (ValueError, KeyError):
+            return None
+
     def log_rich(self, objects: dict[str, Any], step: int) -> None:
         """W&B-only objects (histograms, images, tables); skipped when W&B is off."""
-        if not self.accelerator.is_main_process or self.wandb_mode == "disabled":
-            return
-        try:
-            run = self.accelerator.get_tracker("wandb", unwrap=True)
-        except (ValueError, KeyError):
-            return
-        if hasattr(run, "log"):
+        run = self._wandb_run()
+        if run is not None and hasattr(run, "log"):
             run.log(objects, step=step)
 
     def log_selection_media(
@@ -106,7 +112,7 @@ class RunLogger:
     ) -> None:
         """Per-round W&B entropy histograms (whole-pool counts: selected vs rest, correct vs
         wrong pseudo-labels) and a bounded table of selected samples."""
-        if not self.accelerator.is_main_process or self.wandb_mode == "disabled":
+        if self.wandb_mode == "disabled":
             return
         import wandb
 
@@ -122,25 +128,13 @@ class RunLogger:
         self.log_rich(objects, step)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        if not self.accelerator.is_main_process:
-            return
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")
-        if self.wandb_mode != "disabled":
-            scalars = {k: _jsonable(v) for k, v in summary.items() if isinstance(v, (int, float, str))}
-            try:
-                run = self.accelerator.get_tracker("wandb", unwrap=True)
-                if hasattr(run, "summary"):
-                    run.summary.update(scalars)
-            except (ValueError, KeyError):
-                pass
+        run = self._wandb_run()
+        if run is not None and hasattr(run, "summary"):
+            run.summary.update({k: _jsonable(v) for k, v in summary.items() if isinstance(v, (int, float, str))})
 
     def offline_run_dir(self) -> Optional[Path]:
-        if self.wandb_mode != "offline" or not self.accelerator.is_main_process:
-            return None
-        try:
-            run = self.accelerator.get_tracker("wandb", unwrap=True)
-        except (ValueError, KeyError):
-            return None
+        run = self._wandb_run() if self.wandb_mode == "offline" else None
         run_dir = getattr(run, "dir", None)
         return Path(run_dir).parent if run_dir else None
 
@@ -149,6 +143,38 @@ class RunLogger:
             self._file.close()
             self._file = None
         self.accelerator.end_training()
+
+
+class QuietLogger(RunLogger):
+    """What the non-main processes log through: nothing, and no file (see :class:`RunLogger`)."""
+
+    def __init__(self, accelerator: Accelerator, out_dir: Path, wandb_mode: str) -> None:
+        self.accelerator, self.out_dir, self.wandb_mode, self._file = accelerator, out_dir, wandb_mode, None
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        pass
+
+    def log_rich(self, objects: dict[str, Any], step: int) -> None:
+        pass
+
+    def log_selection_media(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        pass
+
+    def offline_run_dir(self) -> Optional[Path]:
+        return None
+
+
+def truncate_metrics(out_dir: Path, offset: int) -> int:
+    """Cut ``metrics.jsonl`` back to ``offset`` bytes (what a checkpoint had logged); return how
+    many entries were cut, which the replay of the steps after it will log again."""
+    with open(out_dir / "metrics.jsonl", "r+") as f:
+        f.seek(offset)
+        replayed = sum(1 for _ in f)
+        f.truncate(offset)
+    return replayed
 
 
 def start_trackers(
@@ -190,9 +216,10 @@ def start_trackers(
     except Exception as err:  # network/auth failure of an online start: keep training, offline
         if wandb_mode != "online":
             raise
-        accelerator.print(f"W&B online start failed ({type(err).__name__}: {err}); continuing offline")
+        print_once(accelerator, f"W&B online start failed ({type(err).__name__}: {err}); continuing offline")
         accelerator.trackers = []
         wandb_mode = "offline"
         init_kwargs["wandb"]["mode"] = "offline"
         accelerator.init_trackers(cfg.project, config=flat_config, init_kwargs=init_kwargs)
-    return RunLogger(accelerator, out_dir, wandb_mode, already_tracked)
+    logger = on_main(accelerator, lambda: RunLogger(accelerator, out_dir, wandb_mode, already_tracked))
+    return logger or QuietLogger(accelerator, out_dir, wandb_mode)

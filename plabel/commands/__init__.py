@@ -1,0 +1,2 @@
+"""The ``plabel`` commands: ``train``, ``score`` and ``export`` (reports and experiments live in
+``plabel.experiments``, benchmarks in ``plabel.bench``)."""

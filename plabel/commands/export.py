@@ -1,0 +1,82 @@
+"""``plabel export``: a round's labeled + pseudo-labeled training set as a Hugging Face dataset
+(``datasets.load_from_disk``), which plabel itself can train on."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import torch
+
+from plabel.commands.common import load_run, run_command
+from plabel.config import ConfigError
+from plabel.config.args import OneLineParser
+
+
+def export_main(argv: Optional[Sequence[str]] = None) -> int:
+    """Write a round's labeled + pseudo-labeled training set as a Hugging Face dataset."""
+    parser = OneLineParser(prog="plabel export", description=export_main.__doc__, allow_abbrev=False)
+    parser.add_argument("--run", required=True, help="a run folder")
+    parser.add_argument("--round", type=int, default=None, help="pseudo-label round to export (default: the last one written)")
+    parser.add_argument("--output", required=True, help="folder for datasets.save_to_disk (must not exist)")
+    parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="also push to this hub dataset repo (needs network and login)")
+    return run_command("plabel export", lambda: _export(parser.parse_args(argv)))
+
+
+def _export(args: argparse.Namespace) -> int:
+    run_dir, cfg, _ = load_run(args.run)
+    files = sorted(run_dir.glob("pseudo_labels_round*.csv"))
+    if not files:
+        raise ConfigError(f"--run: {run_dir} has no pseudo_labels_roundNN.csv yet")
+    round_index = args.round if args.round is not None else int(files[-1].stem.removeprefix("pseudo_labels_round"))
+    csv_path = run_dir / f"pseudo_labels_round{round_index:02d}.csv"
+    if not csv_path.is_file():
+        raise ConfigError(f"--round: {csv_path.name} not found; rounds available: {', '.join(f.stem[-2:] for f in files)}")
+    output = Path(args.output)
+    if output.exists():
+        raise ConfigError(f"--output: {output} exists; plabel never overwrites results")
+    from plabel.data.splits import make_splits
+
+    splits = make_splits(cfg.data, cfg.seed)  # the run's own seeded split
+
+    import datasets
+
+    with open(csv_path) as f:
+        pseudo_rows = [(int(r["source_index"]), int(r["pseudo_label"]), float(r["entropy"])) for r in csv.DictReader(f)]
+    source = splits.train_source
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for i in splits.labeled_source_indices.tolist():
+            yield {"image": _to_pil(source.image(i)), "label": int(source.labels[i]), "is_pseudo": False, "entropy": None, "round": 0}
+        for i, label, ent in pseudo_rows:
+            yield {"image": _to_pil(source.image(i)), "label": label, "is_pseudo": True, "entropy": ent, "round": round_index}
+
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "label": datasets.ClassLabel(num_classes=splits.num_classes),
+            "is_pseudo": datasets.Value("bool"),
+            "entropy": datasets.Value("float32"),
+            "round": datasets.Value("int32"),
+        }
+    )
+    # A private cache: from_generator's default cache is keyed on the generator's code and
+    # could hand back an earlier export's rows.
+    with tempfile.TemporaryDirectory() as cache:
+        dataset = datasets.Dataset.from_generator(rows, features=features, cache_dir=cache)
+        dataset.save_to_disk(str(output))
+    print(f"exported {len(splits.labeled_source_indices)} labeled + {len(pseudo_rows)} pseudo-labeled samples (round {round_index}) -> {output}")
+    if args.push_to_hub:
+        dataset.push_to_hub(args.push_to_hub)
+        print(f"pushed to the hub as {args.push_to_hub}")
+    return 0
+
+
+def _to_pil(image: torch.Tensor) -> Any:
+    from PIL import Image
+
+    array = image.permute(1, 2, 0).numpy()
+    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)

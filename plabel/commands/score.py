@@ -1,0 +1,97 @@
+"""``plabel score``: score any dataset with a finished run's final weights (the same pass the
+training rounds make over the pool), one CSV row per sample, with 1 or N processes.
+
+The dataset options are the ``SourceConfig`` fields (``--source.name``, ``--source.split``, ...),
+listed with their defaults by ``--help``; the run's own config is read from its folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from plabel.commands.common import load_run, run_command
+from plabel.config import ConfigError, SourceConfig, iter_fields
+from plabel.config.args import OneLineParser, typed_value
+from plabel.config.load import check_types
+
+
+def _source_from_args(args: argparse.Namespace, base: SourceConfig) -> SourceConfig:
+    """The run's source with the ``--source.*`` options given on top, checked like a run config."""
+    values: dict[str, Any] = {}
+    for name, tp, _, _ in iter_fields(SourceConfig(), "source."):
+        text = getattr(args, name, None)
+        if text is not None:
+            values[name.removeprefix("source.")] = typed_value(tp, text)
+    cfg = check_types(SourceConfig, {**dataclasses.asdict(base), **values}, "source.")
+    cfg.validate("source")
+    return cfg
+
+
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    for name, _, default, help_text in iter_fields(SourceConfig(), "source."):
+        parser.add_argument(f"--{name}", dest=name, default=None, metavar="VALUE", help=f"{help_text} (default: the run's test source)")
+
+
+def score_main(argv: Optional[Sequence[str]] = None) -> int:
+    """Score a dataset with a run's final weights: per-sample entropy and prediction (CSV)."""
+    parser = OneLineParser(prog="plabel score", description=score_main.__doc__, allow_abbrev=False)
+    parser.add_argument("--run", required=True, help="a finished run folder (holds model.safetensors)")
+    parser.add_argument("--output", required=True, help="CSV to write: index,prediction,entropy,max_probability,margin,label")
+    parser.add_argument("--batch-size", type=int, default=None, help="per process (default: the run's train.eval_batch_size)")
+    _add_source_options(parser)
+    return run_command("plabel score", lambda: _score(parser.parse_args(argv)))
+
+
+def _score(args: argparse.Namespace) -> int:
+    run_dir, cfg, info = load_run(args.run)
+    if not (run_dir / "model.safetensors").is_file():
+        raise ConfigError(f"--run: {run_dir} has no model.safetensors (the run has not finished)")
+    output = Path(args.output)
+    if output.exists():
+        raise ConfigError(f"--output: {output} exists; plabel never overwrites results")
+    source_cfg = _source_from_args(args, cfg.data.test if cfg.data.test.source != "holdout" else cfg.data.train)
+    from plabel.data.sources import open_source
+
+    source = open_source(source_cfg, "source")
+    if source.channels != info["channels"]:
+        raise ConfigError(f"source: images have {source.channels} channels, the run's model takes {info['channels']}")
+
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    from plabel.data.splits import IndexedImages, build_transform
+    from plabel.distributed.processes import on_main
+    from plabel.models import build_model
+    from plabel.trainer.scoring_pass import ScorePlan, score_dataset
+    from plabel.trainer.setup import build_accelerator, loader_options
+
+    cfg.tracking.mode = "disabled"
+    accelerator, _ = build_accelerator(cfg)
+    model = build_model(cfg.model.name, info["channels"], info["num_classes"])
+    model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = accelerator.prepare(model)
+    dataset = IndexedImages(source, torch.arange(len(source)), build_transform(source.channels, "none", train=False))
+    # The same pass the training rounds make over the pool: sharded, gathered by index.
+    plan = ScorePlan(args.batch_size or cfg.train.eval_batch_size, cfg.pseudo.eps, loader_options(cfg, accelerator))
+    scores = score_dataset(accelerator, model, dataset, plan)
+
+    def write() -> None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        table = np.column_stack(
+            [np.arange(len(dataset)), scores["prediction"].numpy(), scores["entropy"].double().numpy(),
+             scores["max_probability"].double().numpy(), scores["margin"].double().numpy(), scores["label"].numpy()]
+        )
+        np.savetxt(output, table, delimiter=",", fmt=["%d", "%d", "%.9g", "%.9g", "%.9g", "%d"],
+                   header="index,prediction,entropy,max_probability,margin,label", comments="")
+        correct = float((scores["prediction"] == scores["label"]).float().mean())
+        print(f"scored {len(dataset)} samples of {source.description} -> {output} (accuracy against its labels {100 * correct:.2f}%)")
+
+    on_main(accelerator, write)
+    accelerator.end_training()
+    return 0

@@ -1,0 +1,29 @@
+"""``train.py`` / ``plabel train``: parse the config, run, and turn the two expected endings that
+are not success into exit codes (user error: 2; preempted after a checkpoint: 75)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional, Sequence
+
+from plabel.commands.common import run_command
+from plabel.config.args import resolve_config
+from plabel.distributed.processes import launcher_main
+
+
+def train_main(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
+    def body() -> int:
+        cfg, name = resolve_config(argv, prog)
+        # Heavy imports after argument parsing, so --help and config errors answer at once.
+        from plabel.trainer.faults import EXIT_PREEMPTED, Preempted
+        from plabel.trainer.run import run
+
+        try:
+            run(cfg, config_name=name)
+        except Preempted as stop:
+            if launcher_main():
+                print(f"{prog}: preempted ({stop}); checkpoint written - run the same command again to resume", file=sys.stderr)
+            return EXIT_PREEMPTED
+        return 0
+
+    return run_command(prog, body)

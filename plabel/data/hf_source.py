@@ -1,0 +1,136 @@
+"""Hugging Face datasets: a hub name, or a local copy (save_to_disk folder, parquet, imagefolder)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from plabel.config import ConfigError, SourceConfig
+from plabel.data.base import ImageSource, checked_labels, first_line
+from plabel.data.pixels import MODES, to_uint8_chw
+
+
+class HFImageSource(ImageSource):
+    """A Hugging Face ``datasets.Dataset``; the image column is decoded per index."""
+
+    def __init__(
+        self, dataset: Any, image_column: str, labels: torch.Tensor, num_classes: int, description: str, field: str
+    ) -> None:
+        # Only the image column is fetched per sample, so other heavy columns are never decoded.
+        self.dataset = dataset.select_columns([image_column])
+        self.image_column = image_column
+        self.field = field
+        self.labels = labels
+        self.num_classes = num_classes
+        self.description = description
+        first = self._decode(0, mode=None)
+        self.image_size = (int(first.shape[1]), int(first.shape[2]))
+        # Folders mixing greyscale and colour files are common; a few spread-out rows decide, and
+        # colour wins so that no colour image is flattened to grey.
+        probes = np.unique(np.linspace(0, len(labels) - 1, min(len(labels), 8)).astype(int))
+        self.channels = max(int(self._decode(int(i), mode=None).shape[0]) for i in probes)
+
+    def _decode(self, index: int, mode: Optional[str]) -> torch.Tensor:
+        value = self.dataset[int(index)][self.image_column]
+        try:
+            return to_uint8_chw(value, mode)
+        except ValueError as e:
+            raise ConfigError(
+                f"{self.field}.image_column: row {index} of column {self.image_column!r} is not an image ({e})"
+            ) from None
+
+    def image(self, index: int) -> torch.Tensor:
+        out = self._decode(index, MODES[self.channels])
+        if tuple(out.shape[1:]) != self.image_size:
+            raise ConfigError(
+                f"{self.field}.name: row {index} is {out.shape[1]}x{out.shape[2]} but row 0 is "
+                f"{self.image_size[0]}x{self.image_size[1]}; resize the dataset to one image size first"
+            )
+        return out
+
+
+_SAVE_TO_DISK_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
+_COMMON_SPLITS = ("train", "test", "validation", "valid", "val", "eval")
+_LOCAL_COPY_HINT = "a save_to_disk folder, a .parquet file or folder, or an imagefolder of class subfolders"
+
+
+def open_hf(cfg: SourceConfig, field: str = "data.train") -> HFImageSource:
+    """A Hugging Face dataset from a local copy (preferred when ``cfg.name`` exists) or the hub."""
+    path = Path(cfg.name).expanduser()
+    if not path.exists() and (cfg.name.startswith(("/", ".", "~")) or path.suffix == ".parquet"):
+        raise ConfigError(f"{field}.name: local path {cfg.name!r} does not exist; point it at {_LOCAL_COPY_HINT}")
+    dataset = _load_local_hf(path, cfg, field) if path.exists() else _load_hub_hf(cfg, field)
+    columns = list(dataset.column_names)
+    for column, key in ((cfg.image_column, "image_column"), (cfg.label_column, "label_column")):
+        if column not in columns:
+            raise ConfigError(f"{field}.{key}: column {column!r} is not in {cfg.name}; columns present: {', '.join(columns)}")
+    import datasets
+
+    feature = dataset.features[cfg.label_column]
+    declared = feature.num_classes if isinstance(feature, datasets.ClassLabel) else None
+    # Reading one column in numpy format honours any indices mapping and decodes no images.
+    values = dataset.with_format("numpy", columns=[cfg.label_column])[:][cfg.label_column]
+    labels, num_classes = checked_labels(values, field, f"{field}.label_column", declared)
+    description = f"hf {cfg.name} ({cfg.split}, {len(labels)} rows)"
+    return HFImageSource(dataset, cfg.image_column, labels, num_classes, description, field)
+
+
+def _load_local_hf(path: Path, cfg: SourceConfig, field: str) -> Any:
+    import datasets
+
+    if path.is_dir() and any((path / m).is_file() for m in _SAVE_TO_DISK_MARKERS):
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            if cfg.split not in loaded:
+                raise ConfigError(f"{field}.split: {cfg.name} has splits {', '.join(loaded)}, not {cfg.split!r}")
+            return loaded[cfg.split]
+        return loaded
+    parquet = _parquet_files(path, cfg.split, field)
+    try:
+        if parquet:
+            return datasets.load_dataset("parquet", data_files=[str(p) for p in parquet], split="train", cache_dir=cfg.root)
+        if path.is_dir():
+            return datasets.load_dataset("imagefolder", data_dir=str(path), split=cfg.split, cache_dir=cfg.root)
+    except Exception as e:  # empty folder, unreadable file, unknown split: datasets raises many types
+        if isinstance(e, ValueError) and "split" in str(e).lower():  # how datasets reports an unknown split
+            raise ConfigError(f"{field}.split: {cfg.name}: {first_line(e)}") from e
+        raise ConfigError(f"{field}.name: could not read {cfg.name} ({first_line(e)}); it should be {_LOCAL_COPY_HINT}") from e
+    raise ConfigError(f"{field}.name: {cfg.name} is a file but not .parquet; point it at {_LOCAL_COPY_HINT}")
+
+
+def _parquet_files(path: Path, split: str, field: str) -> list[Path]:
+    """Parquet files for ``split``: the file itself, or those in the folder named after the split."""
+    if path.is_file():
+        return [path] if path.suffix == ".parquet" else []
+    files = sorted(path.rglob("*.parquet"))
+    named = [p for p in files if _named_for(p.name, split)]
+    if named:
+        return named
+    # Files named after other splits must not silently stand in for this one (test = train).
+    others = sorted({s for p in files for s in _COMMON_SPLITS if _named_for(p.name, s)})
+    if others:
+        raise ConfigError(
+            f"{field}.split: no parquet file in {str(path)!r} starts with {split!r}; files exist for {', '.join(others)}"
+        )
+    return files
+
+
+def _named_for(file_name: str, split: str) -> bool:
+    """``train-00000-of-00001.parquet`` and ``train.parquet`` belong to train; ``trainval.parquet`` does not."""
+    return re.match(re.escape(split) + r"(?![A-Za-z0-9])", file_name) is not None
+
+
+def _load_hub_hf(cfg: SourceConfig, field: str) -> Any:
+    import datasets
+
+    try:
+        return datasets.load_dataset(cfg.name, split=cfg.split, cache_dir=cfg.root)
+    except Exception as e:  # offline, unknown name, gated repo, unknown split: all unreachable for us
+        raise ConfigError(
+            f"{field}.name: could not load {cfg.name!r} from the Hugging Face hub and no such local path exists "
+            f"({first_line(e)}); offline, point {field}.name at {_LOCAL_COPY_HINT}"
+        ) from e

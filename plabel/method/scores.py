@@ -1,0 +1,71 @@
+"""Per-sample scores computed from logits, and the rankings selection uses. Pure tensor functions."""
+
+from __future__ import annotations
+
+import torch
+
+
+def entropy(logits: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Shannon entropy in bits of softmax(logits), one value per row.
+
+    H = -sum_i p_i * log2(p_i + eps). ``logits`` is (batch, classes); the result is (batch,)
+    float32. The eps guard keeps H finite when a probability underflows to 0 (extreme logits);
+    computing in float32 keeps bf16/fp16 logits from collapsing small entropies to 0.
+    Rows holding NaN/Inf logits give NaN, which selection treats as "never select".
+    """
+    probs = torch.softmax(logits.float(), dim=1)
+    return -(probs * torch.log2(probs + eps)).sum(dim=1)
+
+
+def max_probability(logits: torch.Tensor) -> torch.Tensor:
+    """Largest softmax probability per row, (batch,)."""
+    return torch.softmax(logits.float(), dim=1).max(dim=1).values
+
+
+def margin(logits: torch.Tensor) -> torch.Tensor:
+    """Top-1 minus top-2 softmax probability per row, (batch,)."""
+    top2 = torch.softmax(logits.float(), dim=1).topk(2, dim=1).values
+    return top2[:, 0] - top2[:, 1]
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _signed64(value: int) -> int:
+    value &= _MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _logical_shift(x: torch.Tensor, bits: int) -> torch.Tensor:
+    # torch's >> on int64 is arithmetic (sign-extending); mask to get splitmix64's logical shift.
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def random_scores(indices: torch.Tensor, seed: int, salt: int) -> torch.Tensor:
+    """Uniform [0, 1) floats that depend only on (pool index, seed, salt): splitmix64 of the index.
+
+    A random selection baseline ranks by these, so "random" picks the same samples whatever the
+    sharding or world size, with no pool-sized random draw on any process.
+    """
+    z = indices.long() + _signed64(seed * 0x9E3779B97F4A7C15 + salt * 0xD1B54A32D192ED03)
+    z = (z ^ _logical_shift(z, 30)) * _signed64(0xBF58476D1CE4E5B9)
+    z = (z ^ _logical_shift(z, 27)) * _signed64(0x94D049BB133111EB)
+    z = z ^ _logical_shift(z, 31)
+    return _logical_shift(z, 40).float() / float(1 << 24)
+
+
+def ranking_scores(columns: dict[str, torch.Tensor], indices: torch.Tensor, kind: str, seed: int, round_index: int) -> torch.Tensor:
+    """Lower = picked first. entropy; max_probability and margin negated (higher = surer);
+    random: the baseline with the same counts. NaN/Inf entropies stay non-finite so they are
+    never selected under any ranking."""
+    if kind == "entropy":
+        return columns["entropy"]
+    if kind == "max_probability":
+        scores = -columns["max_probability"]
+    elif kind == "margin":
+        scores = -columns["margin"]
+    elif kind == "random":
+        scores = random_scores(indices, seed, round_index)
+    else:
+        raise ValueError(f"unknown selection score {kind!r}")
+    return torch.where(torch.isfinite(columns["entropy"]), scores, torch.full_like(scores, float("nan")))

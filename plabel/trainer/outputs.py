@@ -1,0 +1,92 @@
+"""What a run writes for people: the per-round table, the pseudo-label CSVs, the closing lines,
+and the W&B selection media. Main process only (callers go through the seam)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from plabel.data.splits import Splits
+from plabel.method.selection import Selection
+from plabel.trainer.round_selection import RoundSelection
+from plabel.trainer.tracking import RunLogger
+
+
+@dataclass
+class RoundResult:
+    """One row of the per-round table (and of ``summary.json``'s ``rounds``)."""
+
+    round_index: int
+    labeled: int
+    pseudo_labeled: int
+    pseudo_label_precision: Optional[float]
+    test_accuracy: float
+    top_k_percent: Optional[float] = None
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "round | k%   | labeled | pseudo | precision | test_acc",
+        "------|------|---------|--------|-----------|---------",
+    ]
+    for r in rows:
+        k = "-" if r["top_k_percent"] is None else f"{r['top_k_percent']:g}"
+        p = r["pseudo_label_precision"]
+        prec = "-" if p is None else f"{100 * p:.2f}%"
+        lines.append(
+            f"{r['round_index']:5d} | {k:>4} | {r['labeled']:7d} | {r['pseudo_labeled']:6d} | {prec:>9} | {100 * r['test_accuracy']:.2f}%"
+        )
+    return "\n".join(lines)
+
+
+def closing_lines(summary: dict[str, Any]) -> str:
+    """The table of every round and the baseline -> final line a run ends with."""
+    return "\n" + format_table(summary["rounds"]) + "\n" + (
+        f"baseline {100 * summary['baseline_accuracy']:.2f}% -> final {100 * summary['final_accuracy']:.2f}% "
+        f"({100 * summary['gain_over_baseline']:+.2f} points) in {summary['wall_time_s']} s; outputs in {summary['output_dir']}"
+    )
+
+
+def write_pseudo_labels(path: Path, splits: Splits, selection: Selection, selected_entropy: torch.Tensor) -> None:
+    """CSV: pool_index, source_index, pseudo_label, entropy, true_label (diagnostics only).
+
+    ``selected_entropy`` is aligned with ``selection.indices``."""
+    idx = selection.indices
+    # float64 holds indices exactly up to 2**53; one array lets savetxt write it in one call.
+    table = np.column_stack(
+        [
+            idx.numpy(),
+            splits.pool_source_indices[idx].numpy(),
+            selection.labels.numpy(),
+            selected_entropy.double().numpy(),
+            splits.pool_labels[idx].numpy(),
+        ]
+    ).astype(np.float64)
+    np.savetxt(
+        path, table, delimiter=",", fmt=["%d", "%d", "%d", "%.9g", "%d"],
+        header="pool_index,source_index,pseudo_label,entropy,true_label", comments="",
+    )
+
+
+def log_selection_media(logger: RunLogger, step: int, splits: Splits, picked: RoundSelection, max_rows: int = 64) -> None:
+    """W&B-only extras: entropy histograms and a table of up to ``max_rows`` selected samples
+    (evenly spread over the selection's entropy order, so both ends of it show)."""
+    if logger.wandb_mode == "disabled":
+        return
+    selection = picked.selection
+    order = torch.argsort(picked.selected_entropy, stable=True)
+    rows = order[torch.linspace(0, len(order) - 1, min(max_rows, len(order))).long()] if len(order) else order
+    samples = [
+        (
+            splits.train_source.image(int(splits.pool_source_indices[selection.indices[r]])),
+            int(selection.labels[r]),
+            float(picked.selected_entropy[r]),
+            int(splits.pool_labels[selection.indices[r]]),
+        )
+        for r in rows.tolist()
+    ]
+    logger.log_selection_media(step, picked.histogram_edges, picked.histograms, samples)

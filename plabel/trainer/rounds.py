@@ -1,0 +1,205 @@
+"""One run's rounds: select (rounds > 0), train, test, checkpoint. Built by :func:`plabel.trainer.run.run`.
+
+The run's state is (position, finished rounds, current selection) plus what Accelerate
+checkpoints (model, optimizer, RNG), and everything random is seeded from the position, so a
+restarted run replays the uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import yaml
+from accelerate import Accelerator
+
+from plabel.config import RunConfig, flatten
+from plabel.data.splits import IndexedImages, Splits, build_transform
+from plabel.distributed.collectives import sum_across_processes
+from plabel.distributed.processes import on_main, print_once
+from plabel.method.selection import Selection
+from plabel.models import build_model
+from plabel.trainer.checkpointer import STATE_FILE, Checkpointer, RunState
+from plabel.trainer.faults import Preempted, fault_point, stop_requested
+from plabel.trainer.loop import RoundPosition, TrainPlan, train_round
+from plabel.trainer.outputs import RoundResult, closing_lines, format_table, log_selection_media, write_pseudo_labels
+from plabel.trainer.round_selection import SelectionRequest, select_for_round
+from plabel.trainer.run_dir import RunDir
+from plabel.trainer.scoring_pass import ScorePlan, accuracy, score_dataset
+from plabel.trainer.setup import loader_options, make_optimizer, reset_optimizer
+from plabel.trainer.tracking import start_trackers, truncate_metrics
+
+
+class RoundRunner:
+    """One run's rounds: data, model and optimizer on this process, the checkpointed state, and
+    the three things a round does (select, train, evaluate)."""
+
+    def __init__(
+        self, cfg: RunConfig, accelerator: Accelerator, wandb_mode: str, splits: Splits, num_classes: int,
+        resolved: dict[str, Any], run_dir: RunDir,
+    ) -> None:
+        self.cfg, self.accelerator, self.splits, self.num_classes = cfg, accelerator, splits, num_classes
+        self.out_dir = out_dir = run_dir.path
+        self.state = RunState(num_processes=accelerator.num_processes, config=resolved)
+        already_tracked = self._cut_replayed_metrics(run_dir.checkpoint)
+        print_once(accelerator, f"plabel run -> {out_dir}  ({accelerator.num_processes} process(es) on {accelerator.device.type}; {run_dir.status})")
+        print_once(accelerator, yaml.safe_dump(resolved, sort_keys=False).rstrip())
+        self.logger = start_trackers(
+            accelerator, cfg.tracking, wandb_mode, out_dir.name, out_dir, flatten(resolved), run_dir.wandb_run_id,
+            already_tracked,
+        )
+
+        self.channels = channels = splits.train_source.channels
+        self.train_tf = build_transform(channels, cfg.data.augment, train=True)
+        eval_tf = build_transform(channels, cfg.data.augment, train=False)
+        self.labeled = IndexedImages(splits.train_source, splits.labeled_source_indices, self.train_tf)
+        self.pool = IndexedImages(splits.train_source, splits.pool_source_indices, eval_tf)
+        self.test = IndexedImages(splits.test_source, splits.test_source_indices, eval_tf)
+        print_once(accelerator,
+            f"data: {splits.train_source.description}; labeled {len(self.labeled)}, pool {len(self.pool)}, "
+            f"test {len(self.test)}, {num_classes} classes"
+        )
+
+        self.options = loader_options(cfg, accelerator)
+        self.plan = TrainPlan(cfg.train, cfg.pseudo, cfg.seed, cfg.tracking.log_every, self.options)
+        self.score_plan = ScorePlan.from_config(cfg, self.options)
+        torch.manual_seed(cfg.seed)  # identical initial weights on every process
+        model = build_model(cfg.model.name, channels, num_classes)
+        if cfg.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model, self.optimizer = accelerator.prepare(model, make_optimizer(cfg, model))
+
+        self.checkpointer = Checkpointer(accelerator, out_dir, cfg.checkpoint, cfg.train.epochs)
+        self.selection: Optional[Selection] = None
+        if run_dir.checkpoint is not None:
+            self._restore(run_dir.checkpoint, resolved)
+
+    def _cut_replayed_metrics(self, checkpoint: Optional[Path]) -> int:
+        """Resuming in the checkpoint's own run: cut metrics.jsonl back to what the checkpoint had
+        logged; return how many entries the replay will log again (the trackers already have them)."""
+        if checkpoint is None or checkpoint.resolve().parent.parent != self.out_dir.resolve():
+            return 0
+        offset = json.loads((checkpoint / STATE_FILE).read_text())["metrics_offset"]
+        return on_main(self.accelerator, lambda: truncate_metrics(self.out_dir, offset)) or 0
+
+    def _restore(self, checkpoint: Path, resolved: dict[str, Any]) -> None:
+        accelerator = self.accelerator
+        loaded, self.selection = self.checkpointer.restore(checkpoint)
+        self.state = RunState(**{**loaded, "num_processes": accelerator.num_processes, "config": resolved})
+        if loaded["num_processes"] != accelerator.num_processes:
+            print_once(accelerator,
+                f"warning: checkpoint written by {loaded['num_processes']} processes, resuming with "
+                f"{accelerator.num_processes}; the run continues but will not replay the original exactly"
+            )
+        print_once(accelerator, f"resumed from {checkpoint} at round {self.state.next_round}, global step {self.state.position['global_step']}")
+
+    def save(self, stage: str) -> None:
+        self.state.metrics_offset = self.logger.offset()
+        path = self.checkpointer.save(self.state, self.selection)
+        print_once(self.accelerator, f"checkpoint ({stage}) -> {path}")
+
+    def start_round(self, round_index: int) -> None:
+        """Select this round's pseudo-labels (rounds > 0) and enter the round; its metrics wait in
+        the state until the round ends."""
+        cfg, accelerator = self.cfg, self.accelerator
+        pending: dict[str, float] = {"round/index": round_index}
+        if round_index > 0:
+            request = SelectionRequest.for_round(cfg, round_index, self.num_classes, self.selection)
+            picked = select_for_round(accelerator, self.model, self.pool, self.splits.pool_labels, request, self.score_plan)
+            self.selection = picked.selection
+            pending.update(picked.metrics)
+            if pending["select/nonfinite_scores"] > 0:
+                print_once(accelerator,
+                    f"warning: round {round_index}: {int(pending['select/nonfinite_scores'])} pool samples had "
+                    "NaN/Inf logits and were not selected"
+                )
+            csv_path = self.out_dir / f"pseudo_labels_round{round_index:02d}.csv"
+            on_main(accelerator, lambda: write_pseudo_labels(csv_path, self.splits, picked.selection, picked.selected_entropy))
+            log_selection_media(self.logger, self.state.position["global_step"], self.splits, picked)
+            if cfg.pseudo.reinit_model:
+                torch.manual_seed(cfg.seed + 7919 * round_index)
+                fresh = build_model(cfg.model.name, self.channels, self.num_classes)
+                accelerator.unwrap_model(self.model).load_state_dict(fresh.state_dict())
+            reset_optimizer(self.optimizer)
+        self.state.position = dataclasses.asdict(RoundPosition(round_index, global_step=self.state.position["global_step"]))
+        self.state.pending_metrics = pending
+        self.state.mid_round = True
+
+    def _after_step(self, position: RoundPosition, epoch_ended: bool) -> None:
+        """Fault hook, the checkpoint the checkpointer asks for, and the preemption stop."""
+        fault_point(f"step:{position.global_step}", self.accelerator)
+        stop = stop_requested(self.accelerator)
+        stage = self.checkpointer.due(position.global_step, position.epoch, epoch_ended, stop)
+        if stage is not None:
+            self.state.position = dataclasses.asdict(position)
+            self.save(stage)
+        if stop:
+            raise Preempted(f"stopped at global step {position.global_step}")
+
+    def train_and_evaluate(self, round_index: int) -> None:
+        """Train the rest of the round, test, log the round's row and checkpoint its end."""
+        cfg, accelerator, state, selection = self.cfg, self.accelerator, self.state, self.selection
+        pseudo = None
+        if round_index > 0 and selection is not None:
+            pseudo = IndexedImages(
+                self.splits.train_source, self.splits.pool_source_indices[selection.indices], self.train_tf, labels=selection.labels
+            )
+        try:
+            position = train_round(
+                accelerator, self.model, self.optimizer, self.labeled, pseudo, self.plan, RoundPosition(**state.position),
+                self.logger.log, self._after_step,
+            )
+        except Preempted:
+            self.logger.close()
+            raise
+        acc = accuracy(score_dataset(accelerator, self.model, self.test, self.score_plan))
+        pseudo_count = len(selection) if (selection is not None and round_index > 0) else 0
+        self.logger.log(
+            {**state.pending_metrics, "round/test_accuracy": acc, "round/labeled": len(self.labeled), "round/pseudo_labeled": pseudo_count},
+            position.global_step,
+        )
+        row = RoundResult(
+            round_index, len(self.labeled), pseudo_count, state.pending_metrics.get("select/pseudo_label_precision"), acc,
+            cfg.pseudo.percent_for_round(round_index) if round_index else None,
+        )
+        state.rows.append(dataclasses.asdict(row))
+        table = format_table(state.rows).splitlines()
+        print_once(accelerator, "\n".join(table if round_index == 0 or len(state.rows) == 1 else table[-1:]))
+        state.position = dataclasses.asdict(position)
+        state.next_round, state.mid_round, state.pending_metrics = round_index + 1, False, {}
+        self.save(f"round {round_index} done")
+        if stop_requested(accelerator):
+            self.logger.close()
+            raise Preempted(f"stopped after round {round_index}")
+
+    def finish(self, started: float, cpu_started: float) -> dict[str, Any]:
+        """Final weights, summary.json, the closing lines; returns the summary."""
+        accelerator, rows = self.accelerator, self.state.rows
+        accelerator.wait_for_everyone()
+        accelerator.save_model(self.model, self.out_dir)  # model.safetensors, main process only
+        baseline = rows[0]["test_accuracy"]
+        # CPU seconds of this session (not of earlier, interrupted ones), summed over processes:
+        # what a sweep over many runs reports as its cost.
+        cpu_time = sum_across_processes(accelerator, torch.tensor([time.process_time() - cpu_started], dtype=torch.float64))
+        summary: dict[str, Any] = {
+            "output_dir": str(self.out_dir),
+            "num_processes": accelerator.num_processes,
+            "baseline_accuracy": baseline,
+            "final_accuracy": rows[-1]["test_accuracy"],
+            "best_accuracy": max(r["test_accuracy"] for r in rows),
+            "gain_over_baseline": rows[-1]["test_accuracy"] - baseline,
+            "wall_time_s": round(time.time() - started, 1),
+            "cpu_time_s": round(float(cpu_time[0]), 1),
+            "rounds": rows,
+        }
+        self.logger.write_summary(summary)
+        print_once(accelerator, closing_lines(summary))
+        offline_dir = self.logger.offline_run_dir()
+        self.logger.close()
+        if offline_dir is not None:
+            print_once(accelerator, f"W&B ran offline; upload with: wandb sync {offline_dir}")
+        return summary

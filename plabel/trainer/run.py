@@ -1,0 +1,60 @@
+"""One plabel run, top to bottom: round 0 (the supervised baseline), then score -> select ->
+train per round, resumable at any step.
+
+    accelerator  <- trainer/setup.py        (devices, precision, trackers)
+    splits       <- data/splits.py          (labeled / pool / test, seeded and stratified)
+    run folder   <- trainer/run_dir.py      (new, resume from a checkpoint, or already complete)
+    each round   <- trainer/rounds.py       (select: round_selection.py; train: loop.py; test)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Sequence
+
+from accelerate.tracking import GeneralTracker
+
+from plabel.config import RunConfig
+from plabel.data.splits import make_splits
+from plabel.distributed.processes import print_once
+from plabel.trainer.faults import install_preemption_handlers
+from plabel.trainer.outputs import closing_lines
+from plabel.trainer.rounds import RoundRunner
+from plabel.trainer.run_dir import open_run_dir
+from plabel.trainer.setup import build_accelerator, check_num_classes
+
+
+def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[GeneralTracker] = ()) -> dict[str, Any]:
+    """Run (or resume) every round; return the summary (also written to summary.json).
+
+    Raises ConfigError for user errors (before any training) and Preempted after writing a
+    checkpoint when a preemption signal arrived.
+    """
+    started, cpu_started = time.time(), time.process_time()
+    install_preemption_handlers()
+    accelerator, wandb_mode = build_accelerator(cfg, extra_trackers)
+    # Data problems are user errors: find them on every process before a run folder exists.
+    splits = make_splits(cfg.data, cfg.seed)
+    num_classes = check_num_classes(cfg, splits)
+    resolved = cfg.to_dict()
+    model_info = {
+        "num_classes": num_classes, "channels": splits.train_source.channels, "image_size": list(splits.train_source.image_size),
+    }
+    run_dir = open_run_dir(accelerator, cfg, config_name, resolved, model_info)
+    resolved["output_dir"] = str(run_dir.path)
+    for note in run_dir.notes:
+        print_once(accelerator, f"note: {note}")
+    if run_dir.status == "complete":
+        summary = json.loads((run_dir.path / "summary.json").read_text())
+        print_once(accelerator, f"{run_dir.path} holds a complete run of this configuration; nothing to do.")
+        print_once(accelerator, closing_lines(summary))
+        accelerator.end_training()
+        return summary
+
+    runner = RoundRunner(cfg, accelerator, wandb_mode, splits, num_classes, resolved, run_dir)
+    for round_index in range(runner.state.next_round, cfg.pseudo.rounds + 1):
+        if not runner.state.mid_round:
+            runner.start_round(round_index)
+        runner.train_and_evaluate(round_index)
+    return runner.finish(started, cpu_started)

@@ -1,0 +1,90 @@
+"""Building what a run (and the commands and reports that reuse its pieces) trains with: the
+Accelerator, loader options, the optimizer, the number of classes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from accelerate import Accelerator
+from accelerate.tracking import GeneralTracker
+from accelerate.utils import InitProcessGroupKwargs
+
+from plabel.config import ConfigError, RunConfig
+from plabel.data.splits import Splits
+from plabel.trainer.tracking import resolve_wandb_mode
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How batches are loaded and laid out; the same for training and scoring."""
+
+    num_workers: int = 0
+    persistent_workers: bool = False
+    pin_memory: bool = False
+    channels_last: bool = False
+
+    def dataloader_kwargs(self) -> dict[str, Any]:
+        return {
+            "num_workers": self.num_workers,
+            "persistent_workers": self.persistent_workers and self.num_workers > 0,
+            "pin_memory": self.pin_memory,
+        }
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+
+def build_accelerator(cfg: RunConfig, extra_trackers: Sequence[GeneralTracker] = ()) -> tuple[Accelerator, str]:
+    """The run's Accelerator (trackers attached, not started) and the W&B mode it resolved to."""
+    wandb_mode = resolve_wandb_mode(cfg.tracking)
+    log_with: list[Any] = (["wandb"] if wandb_mode != "disabled" else []) + list(extra_trackers)
+    accelerator = Accelerator(
+        # Without CUDA, Accelerate only joins launched processes into one (gloo) group when told
+        # it is on CPU; otherwise each process silently trains alone.
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=cfg.train.mixed_precision,
+        log_with=log_with or None,
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=dt.timedelta(seconds=cfg.collective_timeout_s))],
+    )
+    if accelerator.device.type == "cpu":
+        # `accelerate launch` exports OMP_NUM_THREADS=1 even for a single process, which would
+        # leave all but one core idle; share this machine's cores among its processes instead.
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+        torch.set_num_threads(cfg.train.cpu_threads or max(1, len(os.sched_getaffinity(0)) // local_processes))
+    return accelerator, wandb_mode
+
+
+def loader_options(cfg: RunConfig, accelerator: Accelerator) -> LoaderOptions:
+    pin = cfg.data.pin_memory if cfg.data.pin_memory is not None else accelerator.device.type == "cuda"
+    return LoaderOptions(cfg.data.num_workers, cfg.data.persistent_workers, pin, cfg.train.channels_last)
+
+
+def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if cfg.train.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=cfg.train.lr, momentum=0.9, nesterov=True, weight_decay=cfg.train.weight_decay
+        )
+    return torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+
+
+def reset_optimizer(optimizer: torch.optim.Optimizer) -> None:
+    """Forget moments between rounds: each round restarts its learning-rate schedule."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    inner.state.clear()
+
+
+def check_num_classes(cfg: RunConfig, splits: Splits) -> int:
+    """The model's output count: the data's classes, or ``model.num_classes`` if it covers them."""
+    if cfg.model.num_classes is None:
+        return splits.num_classes
+    highest = max(int(splits.train_source.labels.max()), int(splits.test_source.labels.max()))
+    if highest >= cfg.model.num_classes:
+        raise ConfigError(
+            f"model.num_classes: labels go up to {highest} but the model has {cfg.model.num_classes} outputs "
+            f"(labels must lie in 0..{cfg.model.num_classes - 1}); raise model.num_classes or fix data.train.label_column"
+        )
+    return cfg.model.num_classes

@@ -1,0 +1,58 @@
+"""What the tests share: the tiny run config, starting train.py (one process, or N under
+``accelerate launch``), and the process spawner of plabel's benchmarks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from plabel.bench.processes import free_port, run_processes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A run that takes seconds: 200-image pool, 40 labels, 2 epochs x 3 steps per round, 1 round.
+TINY_CONFIG: dict[str, Any] = {
+    "data.pool_limit": 200, "data.test_holdout": 100, "data.labeled_per_class": 4,
+    "train.epochs": 2, "train.steps_per_epoch": 3, "train.batch_size": 8, "train.pseudo_batch_size": 8,
+    "train.eval_batch_size": 64, "pseudo.rounds": 1, "pseudo.top_k_percent": 30, "tracking.mode": "disabled",
+}
+
+
+def tiny(changes: dict[str, Any] | None = None) -> list[str]:
+    """train.py options for the tiny run, with ``changes`` (dotted name -> value) applied."""
+    merged = {**TINY_CONFIG, **(changes or {})}
+    return [word for name, value in merged.items() for word in (f"--{name}", str(value))]
+
+
+TINY = tiny()
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment a test's subprocess runs in: one thread, unbuffered, no W&B mode forced."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+    env.pop("WANDB_MODE", None)
+    env.pop("PLABEL_FAULT", None)
+    env.update(extra)
+    return env
+
+
+def launch_command(script: list[str], processes: int) -> list[str]:
+    """``python <script...>`` for one process, else ``accelerate launch`` with the 2-process CPU file."""
+    if processes == 1:
+        return [sys.executable, *script]
+    return [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "launch/cpu_2proc.yaml"),
+        "--num_processes", str(processes), "--main_process_port", str(free_port()), *script,
+    ]
+
+
+def run_train(args: list[str], processes: int = 1, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    """train.py with ``args`` in a subprocess, output captured."""
+    cmd = launch_command([str(ROOT / "train.py"), *args], processes)
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=subprocess_env(**env), timeout=timeout)
+
+
+__all__ = ["ROOT", "TINY", "TINY_CONFIG", "free_port", "launch_command", "run_processes", "run_train", "subprocess_env", "tiny"]
