@@ -79,7 +79,7 @@ def check_all_cases(accelerator: Accelerator, full: bool) -> list[tuple[list[int
         local_indices = torch.arange(shard.start, shard.stop)
         idx, labels = select_pseudo_labels_sharded(
             accelerator, local_indices, scores[shard.start : shard.stop], predictions[shard.start : shard.stop],
-            size, percent, NUM_CLASSES, balanced, previous_local,
+            pool_size=size, percent=percent, num_classes=NUM_CLASSES, class_balanced=balanced, previous_local=previous_local,
         )
         case = f"case {seed}: size={size} kind={kind} previous={previous} balanced={balanced} percent={percent}"
         mine = (reference.indices >= shard.start) & (reference.indices < shard.stop)
@@ -104,7 +104,7 @@ def check_bad_inputs(accelerator: Accelerator) -> list[str]:
         try:
             select_pseudo_labels_sharded(
                 accelerator, torch.arange(local.start, local.stop), scores[local.start : local.stop],
-                predictions[local.start : local.stop], size, 50.0, 2, False, previous,
+                predictions[local.start : local.stop], pool_size=size, percent=50.0, num_classes=2, previous_local=previous,
             )
             messages.append("no error")
         except ValueError as error:

@@ -93,8 +93,8 @@ def run_scalable(accelerator: Any, cfg: argparse.Namespace, size: int) -> list[R
     def select() -> tuple[torch.Tensor, torch.Tensor]:
         select_traffic.sent = select_traffic.received = 0
         return select_pseudo_labels_sharded(
-            accelerator, indices, scores, predictions, size, cfg.percent, cfg.num_classes, cfg.class_balanced,
-            traffic=select_traffic,
+            accelerator, indices, scores, predictions, pool_size=size, percent=cfg.percent, num_classes=cfg.num_classes,
+            class_balanced=cfg.class_balanced, traffic=select_traffic,
         )
 
     def select_and_gather() -> Any:

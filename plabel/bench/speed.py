@@ -418,8 +418,8 @@ def _pool_task(accelerator: Accelerator, cfg: argparse.Namespace, path: str) -> 
         accelerator.wait_for_everyone()
         started = time.perf_counter()
         local_idx, local_labels = select_pseudo_labels_sharded(
-            accelerator, index, columns["entropy"], columns["prediction"], len(pool), cfg.percent, NUM_CLASSES,
-            cfg.class_balanced,
+            accelerator, index, columns["entropy"], columns["prediction"], pool_size=len(pool), percent=cfg.percent,
+            num_classes=NUM_CLASSES, class_balanced=cfg.class_balanced,
         )
         selection = all_gather_selected(accelerator, local_idx, local_labels)
         select_times.append(time.perf_counter() - started)

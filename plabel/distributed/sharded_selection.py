@@ -251,12 +251,12 @@ def select_pseudo_labels_sharded(
     local_indices: torch.Tensor,
     local_scores: torch.Tensor,
     local_predictions: torch.Tensor,
+    *,
     pool_size: int,
     percent: float,
     num_classes: int,
     class_balanced: bool = False,
     previous_local: tuple[torch.Tensor, torch.Tensor] | None = None,
-    *,
     traffic: Traffic | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """This process's part of the global pseudo-label selection: (pool indices ascending, labels).

@@ -83,8 +83,8 @@ def select_for_round(
     entropy = columns["entropy"]
     ranking = ranking_scores(columns, index, r.score, r.seed, r.round_index)
     local_idx, local_labels = select_pseudo_labels_sharded(
-        accelerator, index, ranking, columns["prediction"], pool_size, r.percent, r.num_classes,
-        r.class_balanced, previous_local,
+        accelerator, index, ranking, columns["prediction"], pool_size=pool_size, percent=r.percent,
+        num_classes=r.num_classes, class_balanced=r.class_balanced, previous_local=previous_local,
     )
     selection = all_gather_selected(accelerator, local_idx, local_labels)
     selected_entropy = gather_concat(accelerator, entropy[local_idx - start])
