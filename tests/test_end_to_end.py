@@ -37,7 +37,10 @@ def _check_outputs(out: Path, processes: int):
     for round_index, expected_rows in ((1, None), (2, None)):
         with open(out / f"pseudo_labels_round{round_index:02d}.csv") as f:
             rows = list(csv.DictReader(f))
-        assert list(rows[0]) == ["pool_index", "source_index", "pseudo_label", "entropy", "true_label"]
+        assert list(rows[0]) == [  # the first five as before; class names appended
+            "pool_index", "source_index", "pseudo_label", "entropy", "true_label", "pseudo_label_name", "true_label_name",
+        ]
+        assert all(r["pseudo_label_name"] == r["pseudo_label"] for r in rows)  # digits are named by their id
         assert len(rows) == summary["rounds"][round_index]["pseudo_labeled"]
         pool_indices = [int(r["pool_index"]) for r in rows]
         assert pool_indices == sorted(set(pool_indices)) and 0 <= pool_indices[0] and pool_indices[-1] < 300
@@ -96,7 +99,7 @@ def test_wandb_offline_run_sync_hint_media_and_same_run_after_resume(tmp_path):
     tables = list(runs[-1].glob("files/media/table/select/samples_*.table.json"))
     assert len(tables) == 2  # rounds 1 and 2 of the resumed part
     table = json.loads(tables[0].read_text())
-    assert table["columns"] == ["image", "pseudo_label", "entropy", "true_label"] and table["data"]
+    assert table["columns"] == ["image", "pseudo_label", "entropy", "true_label", "pseudo_class", "true_class"] and table["data"]
 
 
 class RecordingTracker(GeneralTracker):

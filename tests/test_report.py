@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from plabel.data.sources import TensorImageSource
-from plabel.data.splits import IndexedImages, build_transform
+from plabel.data.splits import IndexedImages
+from plabel.data.transforms import build_transform, plain_spec
 from plabel.experiments.entropy_probe import NOISE_KINDS, ValidationAndNoise, format_sorted, summarize_entropy
 from plabel.experiments.entropy_report import entropy_report_main, report_main
 
@@ -68,7 +69,7 @@ def tiny_validation() -> IndexedImages:
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (6, 1, 8, 8), generator=g, dtype=torch.uint8)
     source = TensorImageSource(images, torch.arange(6) % 3, 3, "fake")
-    return IndexedImages(source, torch.tensor([1, 3, 4]), build_transform(1, "light", train=False))
+    return IndexedImages(source, torch.tensor([1, 3, 4]), build_transform(1, plain_spec(1, (8, 8)), "light", train=False, resize=False))
 
 
 @pytest.mark.parametrize("noise", NOISE_KINDS)

@@ -49,7 +49,8 @@ from plabel.bench.processes import run_processes
 from plabel.bench.select import digest, peak_rss_mib
 from plabel.config import PseudoConfig, RunConfig, SourceConfig
 from plabel.data.sources import TensorImageSource, open_embedded, open_source
-from plabel.data.splits import IndexedImages, build_transform
+from plabel.data.splits import IndexedImages
+from plabel.data.transforms import build_transform, plain_spec, source_transform
 from plabel.distributed.sharded_selection import all_gather_selected, select_pseudo_labels_sharded
 from plabel.models import build_model
 from plabel.trainer.loop import RoundPosition, TrainPlan, make_train_loader, train_round
@@ -143,6 +144,12 @@ def build_pool_dataset(data_dir: str, n: int, seed: int, processes: int) -> tupl
 # Shared pieces.
 
 
+def input_transform(cfg: argparse.Namespace, augment: str, train: bool) -> Any:
+    """The digits (28x28) as the model takes them: resized to ``--image-size`` when it differs."""
+    size = cfg.image_size
+    return build_transform(1, plain_spec(1, (size, size)), augment, train, resize=size != 28)
+
+
 def seeded_model(name: str, channels_last: bool, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = build_model(name, 1, NUM_CLASSES)
@@ -216,7 +223,7 @@ def bench_scoring(cfg: argparse.Namespace) -> None:
     device = accelerator.device
     options = LoaderOptions(num_workers=cfg.num_workers, persistent_workers=False, channels_last=cfg.channels_last)
     source = synthetic_source(cfg.n, cfg.seed)
-    transform = build_transform(1, "none", train=False)
+    transform = input_transform(cfg, "none", train=False)
     # Pieces of a few batches, each its own dataset (positions from 0, as score_shard expects).
     step = cfg.segment_batches * cfg.batch_size
     pieces = [IndexedImages(source, torch.arange(s, min(s + step, cfg.n)), transform) for s in range(0, cfg.n, step)]
@@ -259,7 +266,7 @@ def bench_scoring(cfg: argparse.Namespace) -> None:
     pairs = paired_ratios(times["bare"], times["plabel"])
     ratio = statistics.median(pairs)
     print(
-        f"bench_speed scoring: {cfg.model}, {cfg.n} samples 1x28x28, batch {cfg.batch_size}, mixed precision "
+        f"bench_speed scoring: {cfg.model}, {cfg.n} samples 1x{cfg.image_size}x{cfg.image_size}, batch {cfg.batch_size}, mixed precision "
         f"{cfg.mixed_precision}, channels_last {cfg.channels_last}, num_workers {cfg.num_workers}; {cfg.repeats} "
         f"repeat(s) of {len(pieces)} piece(s) of <= {cfg.segment_batches} batches, paths interleaved per piece"
     )
@@ -285,7 +292,7 @@ def _train_sets(cfg: argparse.Namespace) -> tuple[IndexedImages, IndexedImages, 
     """
     size = cfg.steps * (cfg.batch_size + cfg.pseudo_batch_size)
     source = synthetic_source(2 * size, cfg.seed)
-    transform = build_transform(1, cfg.augment, train=True)
+    transform = input_transform(cfg, cfg.augment, train=True)
     pseudo_labels = torch.randint(NUM_CLASSES, (size,), generator=torch.Generator().manual_seed(cfg.seed))
     return (
         IndexedImages(source, torch.arange(size), transform),
@@ -404,7 +411,8 @@ def _pool_task(accelerator: Accelerator, cfg: argparse.Namespace, path: str) -> 
     """One process: open the HF folder, score its shard, run the sharded selection."""
     started_rss = peak_rss_mib()
     source = open_source(SourceConfig(source="hf", name=path), "data.train")
-    pool = IndexedImages(source, torch.arange(len(source)), build_transform(source.channels, "none", train=False))
+    transform = source_transform(source, plain_spec(1, (28, 28)), "none", train=False)
+    pool = IndexedImages(source, torch.arange(len(source)), transform)
     model = accelerator.prepare(seeded_model(cfg.model, cfg.channels_last, cfg.seed))
     options = LoaderOptions(channels_last=cfg.channels_last)
     opened_rss = peak_rss_mib()
@@ -479,8 +487,11 @@ def bench_pool(cfg: argparse.Namespace) -> None:
 
 
 def _common(parser: argparse.ArgumentParser, repeats: int, batch_size: int) -> None:
-    parser.add_argument("--model", choices=["small_cnn", "resnet18"], default="small_cnn",
-                        help="model (default: small_cnn); resnet18 is ~7x slower on CPU, so lower --n/--steps")
+    parser.add_argument("--model", default="small_cnn",
+                        help="any model.name: small_cnn (default), resnet18 (~7x slower on CPU: lower --n/--steps), "
+                        "timm/<name>, torchvision/<name>")
+    parser.add_argument("--image-size", type=int, default=28,
+                        help="digits are resized to this square size for the model (default: 28, their own)")
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"batch size (default: {batch_size})")
     parser.add_argument("--mixed-precision", choices=["no", "bf16"], default="no",
                         help="autocast for both paths (default: no); bf16 pays off on CPUs with AVX512-BF16/AMX")

@@ -57,7 +57,7 @@ def _export(args: argparse.Namespace) -> int:
     features = datasets.Features(
         {
             "image": datasets.Image(),
-            "label": datasets.ClassLabel(num_classes=splits.num_classes),
+            "label": datasets.ClassLabel(names=list(splits.class_names)),
             "is_pseudo": datasets.Value("bool"),
             "entropy": datasets.Value("float32"),
             "round": datasets.Value("int32"),

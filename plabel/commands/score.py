@@ -8,6 +8,7 @@ listed with their defaults by ``--help``; the run's own config is read from its 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -39,7 +40,9 @@ def score_main(argv: Optional[Sequence[str]] = None) -> int:
     """Score a dataset with a run's final weights: per-sample entropy and prediction (CSV)."""
     parser = OneLineParser(prog="plabel score", description=score_main.__doc__, allow_abbrev=False)
     parser.add_argument("--run", required=True, help="a finished run folder (holds model.safetensors)")
-    parser.add_argument("--output", required=True, help="CSV to write: index,prediction,entropy,max_probability,margin,label")
+    parser.add_argument(
+        "--output", required=True, help="CSV to write: index,prediction,entropy,max_probability,margin,label,prediction_name"
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="per process (default: the run's train.eval_batch_size)")
     _add_source_options(parser)
     return run_command("plabel score", lambda: _score(parser.parse_args(argv)))
@@ -56,41 +59,51 @@ def _score(args: argparse.Namespace) -> int:
     from plabel.data.sources import open_source
 
     source = open_source(source_cfg, "source")
-    if source.channels != info["channels"]:
-        raise ConfigError(f"source: images have {source.channels} channels, the run's model takes {info['channels']}")
+    data_channels = info.get("data_channels", info["channels"])
+    if source.channels != data_channels:
+        kinds = {1: "grey", 3: "colour"}
+        raise ConfigError(f"source: images are {kinds[source.channels]}, the run trained on {kinds[data_channels]} images")
 
-    import numpy as np
     import torch
-    from safetensors.torch import load_file
 
-    from plabel.data.splits import IndexedImages, build_transform
+    from plabel.data.splits import UNREADABLE, IndexedImages
+    from plabel.data.transforms import source_transform
     from plabel.distributed.processes import on_main
-    from plabel.models import build_model
+    from plabel.models.prepare import load_run_model
     from plabel.trainer.scoring_pass import ScorePlan, score_dataset
     from plabel.trainer.setup import build_accelerator, loader_options
 
     cfg.tracking.mode = "disabled"
     accelerator, _ = build_accelerator(cfg)
-    model = build_model(cfg.model.name, info["channels"], info["num_classes"])
-    model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+    model, spec = load_run_model(run_dir, cfg, info)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = accelerator.prepare(model)
-    dataset = IndexedImages(source, torch.arange(len(source)), build_transform(source.channels, "none", train=False))
+    transform = source_transform(source, spec, "none", train=False)
+    dataset = IndexedImages(source, torch.arange(len(source)), transform, skip_unreadable=True)
     # The same pass the training rounds make over the pool: sharded, gathered by index.
     plan = ScorePlan(args.batch_size or cfg.train.eval_batch_size, cfg.pseudo.eps, loader_options(cfg, accelerator))
     scores = score_dataset(accelerator, model, dataset, plan)
 
     def write() -> None:
         output.parent.mkdir(parents=True, exist_ok=True)
-        table = np.column_stack(
-            [np.arange(len(dataset)), scores["prediction"].numpy(), scores["entropy"].double().numpy(),
-             scores["max_probability"].double().numpy(), scores["margin"].double().numpy(), scores["label"].numpy()]
+        names = info.get("class_names") or [str(c) for c in range(info["num_classes"])]
+        columns = ("prediction", "entropy", "max_probability", "margin", "label")
+        values = {c: scores[c].tolist() for c in columns}
+        with open(output, "w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["index", *columns, "prediction_name"])
+            for i in range(len(dataset)):
+                p = values["prediction"][i]
+                floats = [f"{values[c][i]:.9g}" for c in ("entropy", "max_probability", "margin")]
+                out.writerow([i, p, *floats, values["label"][i], names[p] if values["label"][i] != UNREADABLE else ""])
+        scored = scores["label"] != UNREADABLE
+        correct = float((scores["prediction"][scored] == scores["label"][scored]).float().mean()) if bool(scored.any()) else 0.0
+        skipped = int((~scored).sum())
+        print(
+            f"scored {len(dataset)} samples of {source.description} -> {output} (accuracy against its labels "
+            f"{100 * correct:.2f}%" + (f"; {skipped} unreadable, written with label {UNREADABLE} and NaN scores)" if skipped else ")")
         )
-        np.savetxt(output, table, delimiter=",", fmt=["%d", "%d", "%.9g", "%.9g", "%.9g", "%d"],
-                   header="index,prediction,entropy,max_probability,margin,label", comments="")
-        correct = float((scores["prediction"] == scores["label"]).float().mean())
-        print(f"scored {len(dataset)} samples of {source.description} -> {output} (accuracy against its labels {100 * correct:.2f}%)")
 
     on_main(accelerator, write)
     accelerator.end_training()

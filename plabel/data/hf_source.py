@@ -10,47 +10,66 @@ import numpy as np
 import torch
 
 from plabel.config import ConfigError, SourceConfig
-from plabel.data.base import ImageSource, checked_labels, first_line
+from plabel.data.base import ImageSource, UnreadableImage, checked_labels, first_line
 from plabel.data.pixels import MODES, to_uint8_chw
 
 
 class HFImageSource(ImageSource):
-    """A Hugging Face ``datasets.Dataset``; the image column is decoded per index."""
+    """A Hugging Face ``datasets.Dataset``; the image column is decoded per index, by plabel.
+
+    An ``Image`` column is read undecoded (bytes and path) and decoded here, so a corrupt file
+    becomes an :class:`UnreadableImage` that names the file, and sizes may differ between rows
+    (every image is resized later, to the model's input size).
+    """
+
+    may_fail = True
+    uniform_size = False
 
     def __init__(
-        self, dataset: Any, image_column: str, labels: torch.Tensor, num_classes: int, description: str, field: str
+        self, dataset: Any, image_column: str, labels: torch.Tensor, class_names: list[str], description: str, field: str
     ) -> None:
+        import datasets
+
         # Only the image column is fetched per sample, so other heavy columns are never decoded.
-        self.dataset = dataset.select_columns([image_column])
+        dataset = dataset.select_columns([image_column])
+        if isinstance(dataset.features[image_column], datasets.Image):
+            dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
+        self.dataset = dataset
         self.image_column = image_column
         self.field = field
         self.labels = labels
-        self.num_classes = num_classes
+        self.num_classes = len(class_names)
+        self.class_names = class_names
         self.description = description
-        first = self._decode(0, mode=None)
-        self.image_size = (int(first.shape[1]), int(first.shape[2]))
         # Folders mixing greyscale and colour files are common; a few spread-out rows decide, and
-        # colour wins so that no colour image is flattened to grey.
+        # colour wins so that no colour image is flattened to grey. Unreadable rows are passed over.
         probes = np.unique(np.linspace(0, len(labels) - 1, min(len(labels), 8)).astype(int))
-        self.channels = max(int(self._decode(int(i), mode=None).shape[0]) for i in probes)
+        decoded = [image for image in (self._try(int(i)) for i in probes) if image is not None]
+        if not decoded:
+            raise ConfigError(f"{field}.image_column: none of rows {probes.tolist()} of {image_column!r} is a readable image")
+        self.image_size = (int(decoded[0].shape[1]), int(decoded[0].shape[2]))
+        self.channels = max(int(image.shape[0]) for image in decoded)
+
+    def _try(self, index: int) -> Optional[torch.Tensor]:
+        try:
+            return self._decode(index, mode=None)
+        except UnreadableImage:
+            return None
 
     def _decode(self, index: int, mode: Optional[str]) -> torch.Tensor:
         value = self.dataset[int(index)][self.image_column]
         try:
             return to_uint8_chw(value, mode)
-        except ValueError as e:
-            raise ConfigError(
-                f"{self.field}.image_column: row {index} of column {self.image_column!r} is not an image ({e})"
-            ) from None
+        except (ValueError, OSError, SyntaxError) as e:  # PIL: UnidentifiedImageError, truncated files, bad headers
+            raise UnreadableImage(f"{self.describe(index)}: {first_line(e)}") from None
+
+    def describe(self, index: int) -> str:
+        value = self.dataset[int(index)][self.image_column]
+        path = value.get("path") if isinstance(value, dict) else None
+        return f"{path} (row {index})" if path else f"row {index} of column {self.image_column!r}"
 
     def image(self, index: int) -> torch.Tensor:
-        out = self._decode(index, MODES[self.channels])
-        if tuple(out.shape[1:]) != self.image_size:
-            raise ConfigError(
-                f"{self.field}.name: row {index} is {out.shape[1]}x{out.shape[2]} but row 0 is "
-                f"{self.image_size[0]}x{self.image_size[1]}; resize the dataset to one image size first"
-            )
-        return out
+        return self._decode(index, MODES[self.channels])
 
 
 _SAVE_TO_DISK_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
@@ -71,12 +90,12 @@ def open_hf(cfg: SourceConfig, field: str = "data.train") -> HFImageSource:
     import datasets
 
     feature = dataset.features[cfg.label_column]
-    declared = feature.num_classes if isinstance(feature, datasets.ClassLabel) else None
+    declared = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
     # Reading one column in numpy format honours any indices mapping and decodes no images.
     values = dataset.with_format("numpy", columns=[cfg.label_column])[:][cfg.label_column]
-    labels, num_classes = checked_labels(values, field, f"{field}.label_column", declared)
+    labels, _, names = checked_labels(values, field, f"{field}.label_column", declared)
     description = f"hf {cfg.name} ({cfg.split}, {len(labels)} rows)"
-    return HFImageSource(dataset, cfg.image_column, labels, num_classes, description, field)
+    return HFImageSource(dataset, cfg.image_column, labels, names, description, field)
 
 
 def _load_local_hf(path: Path, cfg: SourceConfig, field: str) -> Any:

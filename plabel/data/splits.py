@@ -9,13 +9,16 @@ pseudo-labels given to :class:`IndexedImages`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from plabel.config import ConfigError, DataConfig
+from plabel.data.base import UnreadableImage
 from plabel.data.sources import ImageSource, open_source
+
+UNREADABLE = -1  # the label IndexedImages gives an image it could not decode (pool only)
 
 
 @dataclass
@@ -26,6 +29,10 @@ class Splits:
     pool_source_indices: torch.Tensor  # (pool_size,) indices into train_source, ascending
     test_source_indices: torch.Tensor  # (n_test,) indices into test_source
     num_classes: int
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.train_source.class_names
 
     @property
     def pool_size(self) -> int:
@@ -67,13 +74,12 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
     else:
         test = open_source(cfg.test, "data.test")
         test_indices = torch.arange(len(test))
-        if test.num_classes > num_classes or (test.labels.numel() and int(test.labels.max()) >= num_classes):
+        _align_test_classes(test, train)
+        if test.channels != train.channels:
+            kinds = {1: "grey", 3: "colour"}
             raise ConfigError(
-                f"data.test: test labels go up to {int(test.labels.max())} but the training data has {num_classes} classes"
-            )
-        if (test.channels, test.image_size) != (train.channels, train.image_size):
-            raise ConfigError(
-                f"data.test: images are {test.channels}x{test.image_size} but training images are {train.channels}x{train.image_size}"
+                f"data.test: images are {kinds[test.channels]} but training images are {kinds[train.channels]}; "
+                "use a test set of the same kind"
             )
 
     remaining = labels.clone()
@@ -82,8 +88,10 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
     for c in range(num_classes):
         have = int(per_class[c])
         if have == 0:
+            named = f" ({train.class_names[c]!r})" if train.class_names[c] != str(c) else ""
             raise ConfigError(
-                f"data.train: class {c} has no sample left to label (of {num_classes} classes); check the label column or lower data.test_holdout"
+                f"data.train: class {c}{named} has no sample left to label (of {num_classes} classes); "
+                "check the label column or lower data.test_holdout"
             )
         if have < cfg.labeled_per_class:
             raise ConfigError(
@@ -103,49 +111,64 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
     return Splits(train, test, labeled_indices, pool_indices, test_indices, num_classes)
 
 
-def build_transform(channels: int, augment: str, train: bool) -> v2.Transform:
-    """uint8 (C,H,W) image -> normalised float32, with training augmentation when ``train``."""
-    steps: list[v2.Transform] = []
-    if train and augment != "none":
-        if channels == 1:
-            # Digits: small shifts/rotations keep the class; flips would not.
-            if augment == "light":
-                steps.append(v2.RandomAffine(degrees=10, translate=(0.1, 0.1)))
-            else:
-                steps.append(v2.RandomAffine(degrees=15, translate=(0.12, 0.12), scale=(0.85, 1.15), shear=10))
-        else:
-            steps += [v2.RandomCrop(32, padding=4, padding_mode="reflect"), v2.RandomHorizontalFlip()]
-            if augment == "strong":
-                steps.append(v2.ColorJitter(0.4, 0.4, 0.4, 0.1))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * channels, [0.5] * channels)]
-    return v2.Compose(steps)
+def _align_test_classes(test: ImageSource, train: ImageSource) -> None:
+    """Give the test source the training source's class ids, matched by name when both have names
+    (string labels are numbered in sorted order, so a test set missing a class would shift them)."""
+    if test.class_names != train.class_names and not _numbered(test) and not _numbered(train):
+        ids = {name: i for i, name in enumerate(train.class_names)}
+        unknown = sorted(set(test.class_names) - set(ids))
+        if unknown:
+            raise ConfigError(f"data.test: class {unknown[0]!r} is not among the training classes ({', '.join(train.class_names[:8])}, ...)")
+        remap = torch.tensor([ids[name] for name in test.class_names])
+        test.labels = remap[test.labels]
+        test.class_names, test.num_classes = list(train.class_names), train.num_classes
+    if test.labels.numel() and int(test.labels.max()) >= train.num_classes:
+        raise ConfigError(
+            f"data.test: test labels go up to {int(test.labels.max())} but the training data has {train.num_classes} classes"
+        )
+
+
+def _numbered(source: ImageSource) -> bool:
+    """Whether the class names are just the ids ("0", "1", ...)."""
+    return source.class_names == [str(c) for c in range(len(source.class_names))]
 
 
 class IndexedImages(Dataset):
     """(image, label, position) triples over a subset of a source.
 
     ``position`` is the item's index in this dataset (for the pool: the pool index), carried
-    through loaders so per-sample results land at the right place whatever the sharding.
+    through loaders so per-sample results land at the right place whatever the sharding. With
+    ``skip_unreadable`` (the pool), an image that cannot be decoded comes back blank with label
+    ``UNREADABLE`` instead of raising: one bad file must not end a long run.
     """
 
     def __init__(
         self,
         source: ImageSource,
         source_indices: torch.Tensor,
-        transform: v2.Transform,
+        transform: Callable[[torch.Tensor], torch.Tensor],
         labels: torch.Tensor | None = None,
+        skip_unreadable: bool = False,
     ) -> None:
         self.source = source
         self.source_indices = source_indices
         self.transform = transform
         self.labels = source.labels[source_indices] if labels is None else labels
+        self.skip_unreadable = skip_unreadable
         assert self.labels.numel() == source_indices.numel()
 
     def __len__(self) -> int:
         return int(self.source_indices.numel())
 
     def __getitem__(self, position: int) -> tuple[torch.Tensor, int, int]:
-        image = self.source.image(int(self.source_indices[position]))
+        try:
+            image = self.source.image(int(self.source_indices[position]))
+        except UnreadableImage:
+            if not self.skip_unreadable:
+                raise
+            # A black image keeps the batch's shape; the label marks it, and scoring never selects it.
+            blank = torch.zeros((self.source.channels, *self.source.image_size), dtype=torch.uint8)
+            return self.transform(blank), UNREADABLE, position
         return self.transform(image), int(self.labels[position]), position
 
 

@@ -15,10 +15,13 @@ from plabel.data.pixels import MODES, to_uint8_chw
 class TorchvisionImageSource(ImageSource):
     """A torchvision dataset; its samples are PIL images, converted per index."""
 
-    def __init__(self, dataset: Any, labels: torch.Tensor, num_classes: int, description: str) -> None:
+    def __init__(
+        self, dataset: Any, labels: torch.Tensor, num_classes: int, description: str, class_names: list[str]
+    ) -> None:
         self.dataset = dataset
         self.labels = labels
         self.num_classes = num_classes
+        self.class_names = class_names
         self.description = description
         first = to_uint8_chw(dataset[0][0])
         self.channels = int(first.shape[0])
@@ -63,7 +66,6 @@ def open_torchvision(cfg: SourceConfig, field: str = "data.train") -> Torchvisio
         ) from None
     targets = dataset.targets if hasattr(dataset, "targets") else dataset.labels
     classes = getattr(dataset, "classes", None)  # SVHN has no class list
-    labels, num_classes = checked_labels(
-        np.asarray(targets), field, f"{field}.root", len(classes) if classes else None
-    )
-    return TorchvisionImageSource(dataset, labels, num_classes, f"torchvision {cfg.name} ({cfg.split}, {len(labels)} images)")
+    labels, num_classes, names = checked_labels(np.asarray(targets), field, f"{field}.root", list(classes) if classes else None)
+    description = f"torchvision {cfg.name} ({cfg.split}, {len(labels)} images)"
+    return TorchvisionImageSource(dataset, labels, num_classes, description, names)

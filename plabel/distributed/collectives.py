@@ -11,6 +11,7 @@ tensors) and results come back on the CPU; flags travel as int32, which every ba
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -95,6 +96,15 @@ def mean_across_processes(accelerator: Accelerator, value: float) -> float:
     """Average a Python float over processes (for logging losses)."""
     total = sum_across_processes(accelerator, torch.tensor([value], dtype=torch.float64))
     return float(total[0]) / accelerator.num_processes
+
+
+def gather_lists(accelerator: Accelerator, items: list[Any]) -> list[Any]:
+    """Every process's (small, picklable) list, concatenated in rank order, on every process."""
+    if accelerator.num_processes == 1:
+        return list(items)
+    from accelerate.utils import gather_object
+
+    return list(gather_object(items))
 
 
 def any_process(accelerator: Accelerator, flag: bool) -> bool:

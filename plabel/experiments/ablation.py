@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import csv
 import json
 import os
 import statistics
@@ -82,19 +83,19 @@ class CorruptedImages(Dataset):
 def corrupted_accuracy(run_dir: Path) -> float:
     """Accuracy of a finished run's final weights on the corrupted test set."""
     from accelerate import Accelerator
-    from safetensors.torch import load_file
 
     from plabel.config import config_from_dict
-    from plabel.data.splits import IndexedImages, build_transform, make_splits
-    from plabel.models import build_model
+    from plabel.data.splits import IndexedImages, make_splits
+    from plabel.data.transforms import source_transform
+    from plabel.models.prepare import load_run_model
     from plabel.trainer.scoring_pass import ScorePlan, accuracy, score_dataset
 
     cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
     info = json.loads((run_dir / "run_info.json").read_text())
     splits = make_splits(cfg.data, cfg.seed)
-    model = build_model(cfg.model.name, info["channels"], info["num_classes"])
-    model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
-    test = IndexedImages(splits.test_source, splits.test_source_indices, build_transform(info["channels"], "none", False))
+    model, spec = load_run_model(run_dir, cfg, info)
+    test_tf = source_transform(splits.test_source, spec, "none", train=False)
+    test = IndexedImages(splits.test_source, splits.test_source_indices, test_tf)
     scores = score_dataset(Accelerator(cpu=not torch.cuda.is_available()), model, CorruptedImages(test), ScorePlan(512, cfg.pseudo.eps))
     return accuracy(scores)
 
@@ -179,10 +180,9 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
             histogram = None
             last_csv = out / f"labels{labels}" / row / f"seed{args.seeds[-1]}" / f"pseudo_labels_round{rounds - 1:02d}.csv"
             if rounds > 1 and last_csv.is_file():
-                import numpy as np
-
-                labels_col = np.loadtxt(last_csv, delimiter=",", skiprows=1, usecols=2, ndmin=1).astype(int)
-                histogram = np.bincount(labels_col, minlength=10).tolist()
+                with open(last_csv, newline="") as f:
+                    labels_col = torch.tensor([int(r["pseudo_label"]) for r in csv.DictReader(f)], dtype=torch.long)
+                histogram = torch.bincount(labels_col, minlength=10).tolist()
             results["rows"][f"{labels}/{row}"] = {
                 "labels_per_class": labels, "row": row, "description": ROWS[row][0], "seeds": args.seeds,
                 "final_accuracy": _mean_std([r["final_accuracy"] for r in runs]),

@@ -42,7 +42,8 @@ class ValidationAndNoise(Dataset):
         self.noise = noise
         self.seed = seed
         self.n = len(validation)
-        self.shape = (validation.source.channels, *validation.source.image_size)
+        self.shape = tuple(validation[0][0].shape)  # the model's input: where gaussian noise is drawn
+        self.pixel_shape = (validation.source.channels, *validation.source.image_size)  # a source image
 
     def __len__(self) -> int:
         return 2 * self.n
@@ -59,7 +60,7 @@ class ValidationAndNoise(Dataset):
             return torch.randn(self.shape, generator=generator)
         if self.noise == "uniform":
             # uint8 pixels through the eval transform: uniform in [0, 1], normalised like a real image.
-            pixels = torch.randint(0, 256, self.shape, generator=generator, dtype=torch.uint8)
+            pixels = torch.randint(0, 256, self.pixel_shape, generator=generator, dtype=torch.uint8)
         else:
             image = self.validation.source.image(int(self.validation.source_indices[j]))  # uint8 (C, H, W)
             c, h, w = image.shape

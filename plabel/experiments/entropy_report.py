@@ -37,7 +37,8 @@ import yaml
 from plabel.commands.common import EXIT_USER_ERROR, run_command
 from plabel.config import ConfigError, RunConfig, flatten, load_config
 from plabel.config.args import build_parser, config_name, parse_overrides
-from plabel.data.splits import IndexedImages, build_transform, make_splits
+from plabel.data.splits import IndexedImages, make_splits
+from plabel.data.transforms import source_transform
 from plabel.distributed.processes import decide_on_main, on_main, print_once
 from plabel.experiments.entropy_probe import (
     NOISE_KINDS,
@@ -48,7 +49,7 @@ from plabel.experiments.entropy_probe import (
     plot_entropy_per_sample,
     summarize_entropy,
 )
-from plabel.models import build_model
+from plabel.models.prepare import prepare_model
 from plabel.trainer.loop import RoundPosition, TrainPlan, train_round
 from plabel.trainer.scoring_pass import ScorePlan, accuracy, score_dataset
 from plabel.trainer.setup import build_accelerator, check_num_classes, loader_options, make_optimizer
@@ -157,14 +158,13 @@ def entropy_report(cfg: RunConfig, options: EntropyReportOptions, config_name: s
     print_once(accelerator, yaml.safe_dump(resolved, sort_keys=False).rstrip())
     logger = start_trackers(accelerator, cfg.tracking, wandb_mode, out_dir.name, out_dir, flatten(resolved))
 
-    # Round 0 of a run: the same datasets, initial weights, optimizer and train_round call.
-    channels = splits.train_source.channels
-    train_tf = build_transform(channels, cfg.data.augment, train=True)
-    eval_tf = build_transform(channels, cfg.data.augment, train=False)
+    # Round 0 of a run: the same model, datasets, initial weights, optimizer and train_round call.
+    prepared = prepare_model(accelerator, cfg, splits.train_source, num_classes)
+    train_tf = source_transform(splits.train_source, prepared.spec, cfg.data.augment, train=True)
+    eval_tf = source_transform(splits.test_source, prepared.spec, cfg.data.augment, train=False)
     labeled = IndexedImages(splits.train_source, splits.labeled_source_indices, train_tf)
     test = IndexedImages(splits.test_source, splits.test_source_indices, eval_tf)
-    torch.manual_seed(cfg.seed)  # identical initial weights on every process
-    model = build_model(cfg.model.name, channels, num_classes)
+    model = prepared.model
     optimizer = make_optimizer(cfg, model)
     model, optimizer = accelerator.prepare(model, optimizer)
     loading = loader_options(cfg, accelerator)

@@ -140,6 +140,7 @@ class RunState:
     pending_metrics: dict[str, float] = field(default_factory=dict)  # selection metrics, logged at round end
     seq: int = 0  # sequence number of the last checkpoint written
     metrics_offset: int = 0  # bytes of metrics.jsonl that belong to this state
+    unreadable_pool: list[int] = field(default_factory=list)  # pool positions whose image could not be decoded
     num_processes: int = 1
     config: dict[str, Any] = field(default_factory=dict)
 

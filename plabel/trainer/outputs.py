@@ -3,6 +3,7 @@ and the W&B selection media. Main process only (callers go through the seam)."""
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -52,24 +53,23 @@ def closing_lines(summary: dict[str, Any]) -> str:
 
 
 def write_pseudo_labels(path: Path, splits: Splits, selection: Selection, selected_entropy: torch.Tensor) -> None:
-    """CSV: pool_index, source_index, pseudo_label, entropy, true_label (diagnostics only).
+    """CSV: pool_index, source_index, pseudo_label, entropy, true_label (diagnostics only), then
+    the two labels' class names.
 
     ``selected_entropy`` is aligned with ``selection.indices``."""
     idx = selection.indices
-    # float64 holds indices exactly up to 2**53; one array lets savetxt write it in one call.
-    table = np.column_stack(
-        [
-            idx.numpy(),
-            splits.pool_source_indices[idx].numpy(),
-            selection.labels.numpy(),
-            selected_entropy.double().numpy(),
-            splits.pool_labels[idx].numpy(),
-        ]
-    ).astype(np.float64)
-    np.savetxt(
-        path, table, delimiter=",", fmt=["%d", "%d", "%d", "%.9g", "%d"],
-        header="pool_index,source_index,pseudo_label,entropy,true_label", comments="",
-    )
+    names = np.asarray(splits.class_names, dtype=object)
+    true = splits.pool_labels[idx].numpy()
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["pool_index", "source_index", "pseudo_label", "entropy", "true_label", "pseudo_label_name", "true_label_name"])
+        writer.writerows(
+            zip(
+                idx.tolist(), splits.pool_source_indices[idx].tolist(), selection.labels.tolist(),
+                (f"{e:.9g}" for e in selected_entropy.double().tolist()), true.tolist(),
+                names[selection.labels.numpy()].tolist() if len(idx) else [], names[true].tolist() if len(idx) else [],
+            )
+        )
 
 
 def log_selection_media(logger: RunLogger, step: int, splits: Splits, picked: RoundSelection, max_rows: int = 64) -> None:
@@ -89,4 +89,4 @@ def log_selection_media(logger: RunLogger, step: int, splits: Splits, picked: Ro
         )
         for r in rows.tolist()
     ]
-    logger.log_selection_media(step, picked.histogram_edges, picked.histograms, samples)
+    logger.log_selection_media(step, picked.histogram_edges, picked.histograms, samples, splits.class_names)

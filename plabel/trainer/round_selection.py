@@ -18,6 +18,7 @@ from accelerate import Accelerator
 from torch.utils.data import Dataset
 
 from plabel.config import RunConfig
+from plabel.data.splits import UNREADABLE
 from plabel.distributed.collectives import gather_concat, max_across_processes, sum_across_processes
 from plabel.distributed.sharded_selection import all_gather_selected, select_pseudo_labels_sharded
 from plabel.method.scores import ranking_scores
@@ -36,6 +37,7 @@ class RoundSelection:
     metrics: dict[str, float]
     histogram_edges: torch.Tensor  # (HISTOGRAM_BINS + 1,) entropy bin edges in bits
     histograms: dict[str, torch.Tensor]  # name -> (HISTOGRAM_BINS,) counts over the whole pool
+    unreadable: torch.Tensor  # (n_unreadable,) pool positions whose image could not be decoded
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,12 @@ def select_for_round(
     correct = torch.zeros(index.numel(), dtype=torch.bool)
     correct[local_idx - start] = local_labels == columns["label"][local_idx - start]
     finite = torch.isfinite(entropy)
+    unreadable = columns["label"] == UNREADABLE
     totals = sum_across_processes(
         accelerator,
         torch.tensor(
             [
-                float((~finite).sum()),
+                float((~finite & ~unreadable).sum()), float(unreadable.sum()),
                 float(entropy[chosen & finite].double().sum()), float((chosen & finite).sum()),
                 float(entropy[~chosen & finite].double().sum()), float((~chosen & finite).sum()),
                 float((columns["prediction"] == columns["label"]).sum()),
@@ -106,7 +109,7 @@ def select_for_round(
             dtype=torch.float64,
         ),
     )
-    nonfinite, sel_sum, sel_n, rest_sum, rest_n, pool_correct = totals.tolist()
+    nonfinite, unreadable_count, sel_sum, sel_n, rest_sum, rest_n, pool_correct = totals.tolist()
     local_max = entropy[chosen & finite].max() if bool((chosen & finite).any()) else torch.tensor(-math.inf)
     selected_max = float(max_across_processes(accelerator, local_max.reshape(1).float())[0])
 
@@ -123,6 +126,7 @@ def select_for_round(
         "select/num_selected": float(n),
         "select/fraction_of_pool": n / max(1, pool_size),
         "select/nonfinite_scores": nonfinite,
+        "select/unreadable": unreadable_count,
         "select/pseudo_label_precision": (
             float((selection.labels == pool_labels[selection.indices]).double().mean()) if n else math.nan
         ),
@@ -135,6 +139,8 @@ def select_for_round(
     class_counts = torch.bincount(selection.labels, minlength=r.num_classes)
     for c in range(r.num_classes):
         metrics[f"select/class_{c}"] = float(class_counts[c])
+    unreadable_positions = gather_concat(accelerator, index[unreadable]) if unreadable_count else index[:0]
     return RoundSelection(
-        selection, selected_entropy, metrics, edges, {name: hists[i] for i, name in enumerate(HISTOGRAMS)}
+        selection, selected_entropy, metrics, edges, {name: hists[i] for i, name in enumerate(HISTOGRAMS)},
+        unreadable_positions,
     )

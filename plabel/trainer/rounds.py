@@ -18,11 +18,12 @@ import yaml
 from accelerate import Accelerator
 
 from plabel.config import RunConfig, flatten
-from plabel.data.splits import IndexedImages, Splits, build_transform
+from plabel.data.splits import IndexedImages, Splits
+from plabel.data.transforms import source_transform
 from plabel.distributed.collectives import sum_across_processes
 from plabel.distributed.processes import on_main, print_once
 from plabel.method.selection import Selection
-from plabel.models import build_model
+from plabel.models.prepare import PreparedModel, fresh_model
 from plabel.trainer.checkpointer import STATE_FILE, Checkpointer, RunState
 from plabel.trainer.faults import Preempted, fault_point, stop_requested
 from plabel.trainer.loop import RoundPosition, TrainPlan, train_round
@@ -39,10 +40,11 @@ class RoundRunner:
     the three things a round does (select, train, evaluate)."""
 
     def __init__(
-        self, cfg: RunConfig, accelerator: Accelerator, wandb_mode: str, splits: Splits, num_classes: int,
+        self, cfg: RunConfig, accelerator: Accelerator, wandb_mode: str, splits: Splits, prepared: PreparedModel,
         resolved: dict[str, Any], run_dir: RunDir,
     ) -> None:
-        self.cfg, self.accelerator, self.splits, self.num_classes = cfg, accelerator, splits, num_classes
+        self.cfg, self.accelerator, self.splits, self.prepared = cfg, accelerator, splits, prepared
+        self.num_classes = num_classes = prepared.num_classes
         self.out_dir = out_dir = run_dir.path
         self.state = RunState(num_processes=accelerator.num_processes, config=resolved)
         already_tracked = self._cut_replayed_metrics(run_dir.checkpoint)
@@ -53,12 +55,15 @@ class RoundRunner:
             already_tracked,
         )
 
-        self.channels = channels = splits.train_source.channels
-        self.train_tf = build_transform(channels, cfg.data.augment, train=True)
-        eval_tf = build_transform(channels, cfg.data.augment, train=False)
-        self.labeled = IndexedImages(splits.train_source, splits.labeled_source_indices, self.train_tf)
-        self.pool = IndexedImages(splits.train_source, splits.pool_source_indices, eval_tf)
-        self.test = IndexedImages(splits.test_source, splits.test_source_indices, eval_tf)
+        spec, train_source = prepared.spec, splits.train_source
+        self.train_tf = source_transform(train_source, spec, cfg.data.augment, train=True)
+        eval_tf = source_transform(train_source, spec, cfg.data.augment, train=False)
+        test_tf = source_transform(splits.test_source, spec, cfg.data.augment, train=False)
+        self.labeled = IndexedImages(train_source, splits.labeled_source_indices, self.train_tf)
+        self.pool = IndexedImages(train_source, splits.pool_source_indices, eval_tf, skip_unreadable=True)
+        self.test = IndexedImages(splits.test_source, splits.test_source_indices, test_tf)
+        for note in prepared.notes:
+            print_once(accelerator, note)
         print_once(accelerator,
             f"data: {splits.train_source.description}; labeled {len(self.labeled)}, pool {len(self.pool)}, "
             f"test {len(self.test)}, {num_classes} classes"
@@ -67,8 +72,7 @@ class RoundRunner:
         self.options = loader_options(cfg, accelerator)
         self.plan = TrainPlan(cfg.train, cfg.pseudo, cfg.seed, cfg.tracking.log_every, self.options)
         self.score_plan = ScorePlan.from_config(cfg, self.options)
-        torch.manual_seed(cfg.seed)  # identical initial weights on every process
-        model = build_model(cfg.model.name, channels, num_classes)
+        model = prepared.model  # identical initial weights on every process (seeded in prepare_model)
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model, self.optimizer = accelerator.prepare(model, make_optimizer(cfg, model))
@@ -120,14 +124,25 @@ class RoundRunner:
             csv_path = self.out_dir / f"pseudo_labels_round{round_index:02d}.csv"
             on_main(accelerator, lambda: write_pseudo_labels(csv_path, self.splits, picked.selection, picked.selected_entropy))
             log_selection_media(self.logger, self.state.position["global_step"], self.splits, picked)
+            self._note_unreadable(picked.unreadable, round_index)
             if cfg.pseudo.reinit_model:
-                torch.manual_seed(cfg.seed + 7919 * round_index)
-                fresh = build_model(cfg.model.name, self.channels, self.num_classes)
-                accelerator.unwrap_model(self.model).load_state_dict(fresh.state_dict())
+                accelerator.unwrap_model(self.model).load_state_dict(fresh_model(cfg, self.prepared, round_index))
             reset_optimizer(self.optimizer)
         self.state.position = dataclasses.asdict(RoundPosition(round_index, global_step=self.state.position["global_step"]))
         self.state.pending_metrics = pending
         self.state.mid_round = True
+
+    def _note_unreadable(self, positions: torch.Tensor, round_index: int) -> None:
+        """Name the pool images that could not be decoded (the first time they are found)."""
+        new = sorted(set(positions.tolist()) - set(self.state.unreadable_pool))
+        if not new:
+            return
+        self.state.unreadable_pool = sorted(self.state.unreadable_pool + new)
+        source, indices = self.splits.train_source, self.splits.pool_source_indices
+        names = [source.describe(int(indices[p])) for p in new[:5]]
+        more = f" and {len(new) - 5} more (summary.json lists them)" if len(new) > 5 else ""
+        print_once(self.accelerator,
+            f"warning: round {round_index}: skipped {len(new)} unreadable pool image(s): {'; '.join(names)}{more}")
 
     def _after_step(self, position: RoundPosition, epoch_ended: bool) -> None:
         """Fault hook, the checkpoint the checkpointer asks for, and the preemption stop."""
@@ -195,6 +210,9 @@ class RoundRunner:
             "wall_time_s": round(time.time() - started, 1),
             "cpu_time_s": round(float(cpu_time[0]), 1),
             "rounds": rows,
+            "unreadable_pool_images": [
+                self.splits.train_source.describe(int(self.splits.pool_source_indices[p])) for p in self.state.unreadable_pool[:1000]
+            ],
         }
         self.logger.write_summary(summary)
         print_once(accelerator, closing_lines(summary))

@@ -3,6 +3,7 @@ train per round, resumable at any step.
 
     accelerator  <- trainer/setup.py        (devices, precision, trackers)
     splits       <- data/splits.py          (labeled / pool / test, seeded and stratified)
+    model, input <- models/prepare.py       (built-in, timm or torchvision; weights; size, channels)
     run folder   <- trainer/run_dir.py      (new, resume from a checkpoint, or already complete)
     each round   <- trainer/rounds.py       (select: round_selection.py; train: loop.py; test)
 """
@@ -18,11 +19,12 @@ from accelerate.tracking import GeneralTracker
 from plabel.config import RunConfig
 from plabel.data.splits import make_splits
 from plabel.distributed.processes import print_once
+from plabel.models.prepare import prepare_model
 from plabel.trainer.faults import install_preemption_handlers
 from plabel.trainer.outputs import closing_lines
 from plabel.trainer.rounds import RoundRunner
 from plabel.trainer.run_dir import open_run_dir
-from plabel.trainer.setup import build_accelerator, check_num_classes
+from plabel.trainer.setup import build_accelerator, check_num_classes, check_readable
 
 
 def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[GeneralTracker] = ()) -> dict[str, Any]:
@@ -37,10 +39,10 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
     # Data problems are user errors: find them on every process before a run folder exists.
     splits = make_splits(cfg.data, cfg.seed)
     num_classes = check_num_classes(cfg, splits)
+    prepared = prepare_model(accelerator, cfg, splits.train_source, num_classes)
+    check_readable(accelerator, splits)
     resolved = cfg.to_dict()
-    model_info = {
-        "num_classes": num_classes, "channels": splits.train_source.channels, "image_size": list(splits.train_source.image_size),
-    }
+    model_info = prepared.run_info(cfg.model.name, splits.train_source.channels, splits.class_names)
     run_dir = open_run_dir(accelerator, cfg, config_name, resolved, model_info)
     resolved["output_dir"] = str(run_dir.path)
     for note in run_dir.notes:
@@ -52,7 +54,7 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
         accelerator.end_training()
         return summary
 
-    runner = RoundRunner(cfg, accelerator, wandb_mode, splits, num_classes, resolved, run_dir)
+    runner = RoundRunner(cfg, accelerator, wandb_mode, splits, prepared, resolved, run_dir)
     for round_index in range(runner.state.next_round, cfg.pseudo.rounds + 1):
         if not runner.state.mid_round:
             runner.start_round(round_index)

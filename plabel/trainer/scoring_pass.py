@@ -11,6 +11,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from plabel.config import RunConfig
+from plabel.data.splits import UNREADABLE
 from plabel.distributed.collectives import broadcast_buffers, gather_pool, shard_range
 from plabel.method.scores import entropy, margin, max_probability
 from plabel.trainer.setup import LoaderOptions
@@ -45,7 +46,8 @@ def score_shard(
     preallocated shard-sized arrays at (dataset position - shard start), so memory is a few
     bytes per sample and the order does not depend on batching. Columns: entropy (bits),
     prediction (argmax), label (the dataset's label; for the pool the true label, diagnostics
-    only), max_probability, margin.
+    only; ``UNREADABLE`` for an image that could not be decoded, whose scores are NaN),
+    max_probability, margin.
     """
     size = len(dataset)  # type: ignore[arg-type]
     bare = accelerator.unwrap_model(model)
@@ -64,6 +66,9 @@ def score_shard(
         with accelerator.autocast():
             logits = bare(options.layout(x.to(accelerator.device, non_blocking=True)))
         logits = logits.float()
+        unreadable = (y == UNREADABLE).to(logits.device)
+        if bool(unreadable.any()):  # a blank stand-in was scored: its scores mean nothing, never select it
+            logits[unreadable] = float("nan")
         at = index.long() - shard.start
         columns["entropy"][at] = entropy(logits, plan.eps).cpu()
         columns["prediction"][at] = logits.argmax(dim=1).cpu()

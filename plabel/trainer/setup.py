@@ -14,7 +14,9 @@ from accelerate.tracking import GeneralTracker
 from accelerate.utils import InitProcessGroupKwargs
 
 from plabel.config import ConfigError, RunConfig
+from plabel.data.base import UnreadableImage
 from plabel.data.splits import Splits
+from plabel.distributed.collectives import gather_lists, shard_range
 from plabel.trainer.tracking import resolve_wandb_mode
 
 
@@ -88,3 +90,29 @@ def check_num_classes(cfg: RunConfig, splits: Splits) -> int:
             f"(labels must lie in 0..{cfg.model.num_classes - 1}); raise model.num_classes or fix data.train.label_column"
         )
     return cfg.model.num_classes
+
+
+def check_readable(accelerator: Accelerator, splits: Splits) -> None:
+    """Decode every labeled and test image once (each process a share): one that cannot be read
+    stops the run here, named, instead of at the end of round 0. Pool images are checked as they
+    are scored, and skipped."""
+    for what, source, indices in (
+        ("labeled", splits.train_source, splits.labeled_source_indices),
+        ("test", splits.test_source, splits.test_source_indices),
+    ):
+        if not source.may_fail:
+            continue
+        mine = shard_range(accelerator, int(indices.numel()))
+        bad: list[str] = []
+        for index in indices[mine.start : mine.stop].tolist():
+            try:
+                source.image(int(index))
+            except UnreadableImage as e:
+                bad.append(str(e))
+        bad = gather_lists(accelerator, bad)
+        if bad:
+            more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise ConfigError(
+                f"data.{'train' if what == 'labeled' else 'test'}: unreadable {what} image {bad[0]}{more}; "
+                f"fix or remove the file{'s' if len(bad) > 1 else ''}"
+            )

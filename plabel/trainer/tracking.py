@@ -109,9 +109,10 @@ class RunLogger:
         edges: torch.Tensor,
         histograms: dict[str, torch.Tensor],
         samples: list[tuple[torch.Tensor, int, float, int]],
+        class_names: list[str],
     ) -> None:
         """Per-round W&B entropy histograms (whole-pool counts: selected vs rest, correct vs
-        wrong pseudo-labels) and a bounded table of selected samples."""
+        wrong pseudo-labels) and a bounded table of selected samples, with class names."""
         if self.wandb_mode == "disabled":
             return
         import wandb
@@ -121,9 +122,10 @@ class RunLogger:
             for name, counts in histograms.items()
             if float(counts.sum()) > 0
         }
-        table = wandb.Table(columns=["image", "pseudo_label", "entropy", "true_label"])
+        table = wandb.Table(columns=["image", "pseudo_label", "entropy", "true_label", "pseudo_class", "true_class"])
         for image, pseudo, ent, true in samples:
-            table.add_data(wandb.Image(image.permute(1, 2, 0).squeeze(-1).numpy()), pseudo, ent, true)
+            picture = wandb.Image(image.permute(1, 2, 0).squeeze(-1).numpy())
+            table.add_data(picture, pseudo, ent, true, class_names[pseudo], class_names[true])
         objects["select/samples"] = table
         self.log_rich(objects, step)
 

@@ -1,4 +1,4 @@
-"""Classifiers chosen by ``model.name``. Plain nn.Modules: no parallelism in here."""
+"""plabel's own networks (``model.name`` small_cnn, small_cnn_nobn, resnet18). Plain nn.Modules: no parallelism in here."""
 
 from __future__ import annotations
 
@@ -43,13 +43,3 @@ def cifar_resnet18(in_channels: int = 3, num_classes: int = 10) -> nn.Module:
     model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
     return model
-
-
-def build_model(name: str, in_channels: int, num_classes: int) -> nn.Module:
-    if name == "small_cnn":
-        return SmallCNN(in_channels, num_classes)
-    if name == "small_cnn_nobn":
-        return SmallCNN(in_channels, num_classes, batch_norm=False)
-    if name == "resnet18":
-        return cifar_resnet18(in_channels, num_classes)
-    raise ValueError(f"model.name: unknown model {name!r}; choose small_cnn, small_cnn_nobn or resnet18")
