@@ -16,4 +16,4 @@ Process count comes from the launcher (launch/), never from the config.
 from plabel.commands.train import train_main
 
 if __name__ == "__main__":
-    raise SystemExit(train_main())
+    raise SystemExit(train_main(watch_launcher=True))

@@ -30,7 +30,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     module, function, _ = COMMANDS[argv[0]]
     command = getattr(importlib.import_module(module), function)
     if argv[0] == "train":
-        return command(argv[1:], prog="plabel train")
+        return command(argv[1:], prog="plabel train", watch_launcher=True)
     if argv[0] == "report":
         return command(argv[1:], prog="plabel report")
     return command(argv[1:])

@@ -3,6 +3,7 @@ are not success into exit codes (user error: 2; preempted after a checkpoint: 75
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -10,14 +11,22 @@ from plabel.commands.common import run_command
 from plabel.config.args import resolve_config
 from plabel.distributed.processes import launcher_main
 
+# Read at import, as early as a worker can: the launcher that started this process. If it dies
+# before watch_parent runs, the pid no longer matches and the worker stops at once.
+PARENT_PID = os.getppid()
 
-def train_main(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> int:
+
+def train_main(argv: Optional[Sequence[str]] = None, prog: str = "train.py", watch_launcher: bool = False) -> int:
+    """Run training; ``watch_launcher`` (the process's own entry point only): stop with the launcher."""
+
     def body() -> int:
         cfg, name = resolve_config(argv, prog)
         # Heavy imports after argument parsing, so --help and config errors answer at once.
-        from plabel.trainer.faults import EXIT_PREEMPTED, Preempted
+        from plabel.trainer.faults import EXIT_PREEMPTED, Preempted, watch_parent
         from plabel.trainer.run import run
 
+        if watch_launcher:
+            watch_parent(PARENT_PID, int(os.environ.get("WORLD_SIZE", "1")))
         try:
             run(cfg, config_name=name)
         except Preempted as stop:

@@ -167,10 +167,23 @@ class TrainConfig:
     __pydantic_config__ = SECTION
 
     epochs: int = _f(8, "epochs per round (round 0 included)")
-    steps_per_epoch: int = _f(30, "optimizer steps per epoch on every process; one step draws a labeled and a pseudo batch")
-    batch_size: int = _f(64, "labeled batch size per process")
-    pseudo_batch_size: int = _f(64, "pseudo-labeled batch size per process")
-    eval_batch_size: int = _f(512, "batch size per process when scoring the pool and the test set")
+    steps_per_epoch: int = _f(30, "optimizer steps per epoch; one step trains the whole job on one labeled and one pseudo batch")
+    batch_size: int = _f(
+        64,
+        "labeled samples per step for the whole job (GLOBAL, since plabel 0.2: split across processes, so "
+        "the result does not depend on their number)",
+    )
+    pseudo_batch_size: int = _f(64, "pseudo-labeled samples per step for the whole job (GLOBAL, split across processes)")
+    eval_batch_size: int = _f(
+        512,
+        "scoring batch: the pool and test set are cut into batches of this many consecutive samples, and "
+        "each process scores whole batches (so a sample's scores do not depend on the process count)",
+    )
+    sync_batchnorm: bool = _f(
+        True,
+        "with several processes, BatchNorm normalises with the global batch's statistics (one all-reduce per "
+        "BatchNorm layer and step), as one process would; false: each process's own batch (classic DDP)",
+    )
     optimizer: Literal["adam", "sgd"] = _f("adam", "adam or sgd (momentum 0.9, nesterov)")
     lr: float = _f(1e-3, "peak learning rate")
     weight_decay: float = _f(5e-4, "weight decay")

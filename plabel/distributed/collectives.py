@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
+from plabel.distributed.global_batch import split_range
+
 # ---------------------------------------------------------------------------------------------
 # Collectives with byte accounting (the benchmarks report what selection sends).
 
@@ -124,17 +126,16 @@ def broadcast_buffers(accelerator: Accelerator, model: torch.nn.Module) -> None:
 # Passes over a whole dataset: which samples a process handles, and putting results together.
 
 
-def shard_range(accelerator: Accelerator, size: int) -> range:
-    """This process's contiguous, unpadded slice of ``range(size)``.
+def shard_range(accelerator: Accelerator, size: int, batch: int = 1) -> range:
+    """This process's contiguous, unpadded slice of ``range(size)``, made of whole ``batch``-sized blocks.
 
-    Same split as ``accelerator.split_between_processes`` (the first ``size % world`` processes
-    take one extra) but without materialising the index list, and with no padded duplicates, so
-    a pass over the pool scores every sample exactly once whatever the world size.
+    ``range(size)`` is cut into blocks ``[b * batch, (b + 1) * batch)`` (the last may be short) and
+    each process takes a contiguous run of blocks (the first ``blocks % world`` one more). With the
+    scoring batch as ``batch``, every sample is scored in the same batch whatever the number of
+    processes, so its logits cannot change with it; no sample is padded or scored twice.
     """
-    world, rank = accelerator.num_processes, accelerator.process_index
-    base, extra = divmod(size, world)
-    start = rank * base + min(rank, extra)
-    return range(start, start + base + (1 if rank < extra else 0))
+    blocks = split_range(-(-size // batch), accelerator.num_processes, accelerator.process_index)
+    return range(min(blocks.start * batch, size), min(blocks.stop * batch, size))
 
 
 def gather_pool(

@@ -31,6 +31,7 @@ from plabel.distributed.processes import on_main, share_from_main
 from plabel.method.selection import Selection
 from plabel.trainer.faults import fault_point
 from plabel.trainer.loop import RoundPosition
+from plabel.trainer.tracking import dump_json
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "plabel_state.json"
@@ -184,7 +185,7 @@ class Checkpointer:
         chosen = selection if selection is not None else Selection.empty()
         tensors = {"indices": chosen.indices.contiguous(), "labels": chosen.labels.contiguous()}
         on_main(accelerator, lambda: save_file(tensors, str(tmp / SELECTION_FILE)))
-        on_main(accelerator, lambda: (tmp / STATE_FILE).write_text(json.dumps(dataclasses.asdict(state), indent=1)))
+        on_main(accelerator, lambda: (tmp / STATE_FILE).write_text(dump_json(dataclasses.asdict(state), indent=1)))
         fault_point(f"checkpoint:{state.position['global_step']}", accelerator)
         accelerator.wait_for_everyone()
         on_main(accelerator, lambda: _publish(tmp, final, self.cfg.keep))

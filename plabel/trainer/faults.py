@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import threading
+import time
 from types import FrameType
 from typing import Optional
 
@@ -33,6 +36,33 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
 def install_preemption_handlers() -> None:
     for sig in (signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, _handler)
+
+
+def watch_parent(parent_pid: int, world_size: int) -> None:
+    """Never outlive the launcher: stop when the process that started this one dies.
+
+    torch's elastic agent starts workers in their own sessions, so killing ``accelerate launch``
+    (even its whole process group) leaves them running, still writing into the run folder. Here
+    the kernel is asked for a signal when the parent dies (Linux ``PR_SET_PDEATHSIG``), and a
+    thread also compares the parent pid every second (the parent may die before the request is
+    made). With several processes the job cannot go on without its launcher: SIGKILL, nothing is
+    written again. With one process, SIGTERM: the preemption path writes a checkpoint at the next
+    step and exits, which is what ``accelerate launch`` (which does not forward signals to a
+    single worker) would have wanted.
+    """
+    sig = signal.SIGKILL if world_size > 1 else signal.SIGTERM
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig))
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os.kill(os.getpid(), sig)
+
+    threading.Thread(target=watch, name="plabel-parent-watch", daemon=True).start()
 
 
 def reset_preemption_flag() -> None:

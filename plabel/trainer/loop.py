@@ -1,19 +1,24 @@
-"""Training one round: seeded loaders that replay exactly, and the alpha-weighted step."""
+"""Training one round: seeded loaders that replay exactly, and the alpha-weighted step.
+
+Batch sizes are global: a step trains the whole job on ``train.batch_size`` labeled and
+``train.pseudo_batch_size`` pseudo-labeled draws, split across processes, so a run draws the
+same samples (with the same augmentation, alpha and learning rate) on any number of processes.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from accelerate import Accelerator
-from accelerate.data_loader import prepare_data_loader, skip_first_batches
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from plabel.config import PseudoConfig, TrainConfig
 from plabel.data.splits import Repeated
-from plabel.distributed.collectives import mean_across_processes
+from plabel.distributed.collectives import sum_across_processes
+from plabel.distributed.global_batch import global_batch, split_range
 from plabel.method.loss import combined_loss
 from plabel.method.schedule import alpha_at, lr_at
 from plabel.trainer.setup import LoaderOptions
@@ -29,48 +34,63 @@ class RoundPosition:
     global_step: int = 0
 
 
-def seed_step(seed: int, position: RoundPosition, process_index: int) -> None:
-    """Seed dropout (and anything else drawing from the global RNG) for one step on one process.
+def seed_step(seed: int, position: RoundPosition) -> None:
+    """Seed dropout (and anything else drawing from the global RNG) for one step, on every process alike.
 
     Seeding per step makes a step's randomness a function of where it is, so a run restarted
-    mid-epoch replays exactly what it would have done.
+    mid-epoch replays exactly what it would have done; seeding every process alike lets dropout
+    draw the global batch's mask everywhere (``plabel.distributed.global_batch``).
     """
     key = (((seed * 1_000 + position.round_index) * 10_000 + position.epoch) * 100_000 + position.step_in_epoch) * 1_024
-    torch.manual_seed((key + process_index) % (2**63 - 1))
+    torch.manual_seed(key % (2**63 - 1))
+
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Step by step, this process's slice of the step's global batch of draws (see :class:`Repeated`).
+
+    An epoch's draws are ordered by ``torch.randperm(steps * batch)`` seeded with ``seed + epoch``
+    (on one process, exactly what Accelerate's seedable sampler drew before batches became
+    global); step ``s`` trains on draws ``s * batch ... (s + 1) * batch - 1`` of that order, and
+    process ``r`` takes its :func:`split_range` of them. So the whole job sees the same draws at
+    every step whatever the number of processes, and a restart at step ``k`` starts there without
+    loading the steps before it.
+    """
+
+    def __init__(self, steps: int, batch: int, seed: int, world: int, rank: int) -> None:
+        self.steps, self.batch, self.seed = steps, batch, seed
+        self.part = split_range(batch, world, rank)
+        self.epoch, self.start_step = 0, 0
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
+
+    def __len__(self) -> int:
+        return self.steps - self.start_step
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(self.steps * self.batch, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        for step in range(self.start_step, self.steps):
+            first = step * self.batch
+            yield order[first + self.part.start : first + self.part.stop].tolist()
 
 
 def make_train_loader(
     accelerator: Accelerator, dataset: Dataset, batch_size: int, steps: int, seed: int, options: LoaderOptions
 ) -> DataLoader:
-    """A per-process loader that yields exactly ``steps`` batches of ``batch_size`` per epoch.
+    """A loader of this process's part of ``steps`` global batches of ``batch_size`` per epoch.
 
-    The dataset is cycled to steps x batch x processes items and sharded by Accelerate with a
-    seedable sampler, so ``set_epoch`` fixes the order on every process.
+    The dataset is cycled to ``steps x batch_size`` draws (:class:`Repeated`, augmentation seeded
+    per draw); :class:`GlobalBatchSampler` picks this process's draws of each step.
     """
-    length = steps * batch_size * accelerator.num_processes
-    loader = DataLoader(
-        Repeated(dataset, length, seed),
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=True,
-        **options.dataloader_kwargs(),
-    )
-    # The module-level helper (not accelerator.prepare) because the pseudo-labeled set changes
-    # every round and these loaders carry no state worth checkpointing: position is all we need.
-    return prepare_data_loader(
-        loader,
-        device=accelerator.device,
-        num_processes=accelerator.num_processes,
-        process_index=accelerator.process_index,
-        put_on_device=True,
-        use_seedable_sampler=True,
-        data_seed=seed,
-    )
+    sampler = GlobalBatchSampler(steps, batch_size, seed, accelerator.num_processes, accelerator.process_index)
+    return DataLoader(Repeated(dataset, steps * batch_size, seed), batch_sampler=sampler, **options.dataloader_kwargs())
 
 
-def _set_epoch(loader: DataLoader, epoch_id: int) -> None:
-    loader.set_epoch(epoch_id)  # type: ignore[attr-defined]  # sampler order
+def _set_epoch(loader: DataLoader, epoch_id: int, start_step: int) -> Iterator[Any]:
+    """Position ``loader`` at ``start_step`` of epoch ``epoch_id`` and return its iterator."""
+    loader.batch_sampler.set_epoch(epoch_id, start_step)  # type: ignore[union-attr]  # draw order
     loader.dataset.set_epoch(epoch_id)  # type: ignore[attr-defined]  # augmentation seeds
+    return iter(loader)
 
 
 @dataclass(frozen=True)
@@ -103,12 +123,21 @@ def train_round(
     train_cfg, pseudo_cfg, seed, options = plan.train, plan.pseudo, plan.seed, plan.options
     steps = train_cfg.steps_per_epoch
     total_steps = train_cfg.epochs * steps
+    world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     labeled_loader = make_train_loader(accelerator, labeled, train_cfg.batch_size, steps, seed, options)
     pseudo_loader = (
         make_train_loader(accelerator, pseudo, train_cfg.pseudo_batch_size, steps, seed + 1, options)
         if pseudo is not None and len(pseudo) > 0  # type: ignore[arg-type]
         else None
     )
+    # This process's rows of the step's global forward batch [labeled; pseudo], for the layers
+    # that must see the global batch (plabel.distributed.global_batch).
+    n_l, n_p = train_cfg.batch_size, train_cfg.pseudo_batch_size if pseudo_loader is not None else 0
+    part_l, part_p = split_range(n_l, world, rank), split_range(n_p, world, rank)
+    rows = torch.cat([torch.arange(part_l.start, part_l.stop), n_l + torch.arange(part_p.start, part_p.stop)])
+    # Each process's share of the global means; DDP averages gradients, so the loss it backpropagates
+    # is scaled by the world size: the gradient is that of the global batch's loss.
+    share_l, share_p = len(part_l) / n_l, (len(part_p) / n_p if n_p else 1.0)
     model.train()
     progress = tqdm(
         total=total_steps,
@@ -123,32 +152,31 @@ def train_round(
             position.epoch, pseudo_cfg.alpha_schedule, pseudo_cfg.alpha_max,
             pseudo_cfg.alpha_ramp_epochs, pseudo_cfg.lee_t1, pseudo_cfg.lee_t2,
         ) if pseudo_loader is not None else 0.0
-        # Replaying a partly done epoch: set_epoch fixes the sampler order, so skipping the
-        # first batches (without loading them) lands on the same samples.
-        _set_epoch(labeled_loader, epoch_id)
-        labeled_iter = iter(skip_first_batches(labeled_loader, position.step_in_epoch))
-        pseudo_iter = None
-        if pseudo_loader is not None:
-            _set_epoch(pseudo_loader, epoch_id)
-            pseudo_iter = iter(skip_first_batches(pseudo_loader, position.step_in_epoch))
+        # Replaying a partly done epoch: the sampler starts at the step where it stopped, with
+        # the same draw order (set by the epoch), loading nothing before it.
+        labeled_iter = _set_epoch(labeled_loader, epoch_id, position.step_in_epoch)
+        pseudo_iter = _set_epoch(pseudo_loader, epoch_id, position.step_in_epoch) if pseudo_loader is not None else None
         epoch = position.epoch
         while position.epoch == epoch:
-            x_l, y_l, _ = next(labeled_iter)
+            x_l, y_l, _ = (t.to(device, non_blocking=True) for t in next(labeled_iter))
             x_p, y_p = (None, None)
             if pseudo_iter is not None:
-                x_p, y_p, _ = next(pseudo_iter)
-            seed_step(seed, position, accelerator.process_index)
+                x_p, y_p, _ = (t.to(device, non_blocking=True) for t in next(pseudo_iter))
+            seed_step(seed, position)
             lr = lr_at(position.epoch * steps + position.step_in_epoch, total_steps, train_cfg.lr, train_cfg.lr_schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            if x_p is not None:
-                # One forward over both batches: BatchNorm sees the same mix it is evaluated on.
-                logits = model(options.layout(torch.cat([x_l, x_p])))
-                loss, loss_l, loss_p = combined_loss(logits[: len(x_l)], y_l, logits[len(x_l):], y_p, alpha)
-            else:
-                loss, loss_l, loss_p = combined_loss(model(options.layout(x_l)), y_l, None, None, 0.0)
+            with global_batch(accelerator, rows, n_l + n_p, train_cfg.sync_batchnorm):
+                if x_p is not None:
+                    # One forward over both batches: BatchNorm sees the same mix it is evaluated on.
+                    logits = model(options.layout(torch.cat([x_l, x_p])))
+                    loss, loss_l, loss_p = combined_loss(
+                        logits[: len(x_l)], y_l, logits[len(x_l):], y_p, alpha, share_l, share_p
+                    )
+                else:
+                    loss, loss_l, loss_p = combined_loss(model(options.layout(x_l)), y_l, None, None, 0.0, share_l)
             optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
+            accelerator.backward(loss * world if world > 1 else loss)
             optimizer.step()
             position.global_step += 1
             position.step_in_epoch += 1
@@ -156,9 +184,10 @@ def train_round(
             if position.global_step % plan.log_every == 0:
                 log(
                     {
-                        "train/loss": mean_across_processes(accelerator, loss.item()),
-                        "train/loss_labeled": mean_across_processes(accelerator, loss_l.item()),
-                        "train/loss_pseudo": mean_across_processes(accelerator, loss_p.item()),
+                        # Shares of the global means, summed: the global batch's losses.
+                        "train/loss": sum_across_processes(accelerator, loss.detach().double().reshape(1)).item(),
+                        "train/loss_labeled": sum_across_processes(accelerator, loss_l.detach().double().reshape(1)).item(),
+                        "train/loss_pseudo": sum_across_processes(accelerator, loss_p.detach().double().reshape(1)).item(),
                         "train/alpha": alpha,
                         "train/lr": lr,
                         "train/round": position.round_index,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -21,6 +22,7 @@ from plabel.config import RunConfig, flatten
 from plabel.data.splits import IndexedImages, Splits
 from plabel.data.transforms import source_transform
 from plabel.distributed.collectives import sum_across_processes
+from plabel.distributed.global_batch import split_range
 from plabel.distributed.processes import on_main, print_once
 from plabel.method.selection import Selection
 from plabel.models.prepare import PreparedModel, fresh_model
@@ -33,6 +35,18 @@ from plabel.trainer.run_dir import RunDir
 from plabel.trainer.scoring_pass import ScorePlan, accuracy, score_dataset
 from plabel.trainer.setup import loader_options, make_optimizer, reset_optimizer
 from plabel.trainer.tracking import start_trackers, truncate_metrics
+
+
+def batch_note(cfg: RunConfig, world: int) -> str:
+    """The printed line that says batch sizes are global (they were per process before 0.2)."""
+    def split(total: int) -> str:
+        return "/".join(str(len(split_range(total, world, r))) for r in range(world))
+
+    note = (f"batches are global: each step trains the whole job on {cfg.train.batch_size} labeled + "
+            f"{cfg.train.pseudo_batch_size} pseudo-labeled samples")
+    if world > 1:
+        note += f" (per process: {split(cfg.train.batch_size)} + {split(cfg.train.pseudo_batch_size)})"
+    return note
 
 
 class RoundRunner:
@@ -50,6 +64,7 @@ class RoundRunner:
         already_tracked = self._cut_replayed_metrics(run_dir.checkpoint)
         print_once(accelerator, f"plabel run -> {out_dir}  ({accelerator.num_processes} process(es) on {accelerator.device.type}; {run_dir.status})")
         print_once(accelerator, yaml.safe_dump(resolved, sort_keys=False).rstrip())
+        print_once(accelerator, batch_note(cfg, accelerator.num_processes))
         self.logger = start_trackers(
             accelerator, cfg.tracking, wandb_mode, out_dir.name, out_dir, flatten(resolved), run_dir.wandb_run_id,
             already_tracked,
@@ -96,8 +111,8 @@ class RoundRunner:
         self.state = RunState(**{**loaded, "num_processes": accelerator.num_processes, "config": resolved})
         if loaded["num_processes"] != accelerator.num_processes:
             print_once(accelerator,
-                f"warning: checkpoint written by {loaded['num_processes']} processes, resuming with "
-                f"{accelerator.num_processes}; the run continues but will not replay the original exactly"
+                f"note: checkpoint written by {loaded['num_processes']} processes, resuming with "
+                f"{accelerator.num_processes}; batches are global, so the run continues with the same draws"
             )
         print_once(accelerator, f"resumed from {checkpoint} at round {self.state.next_round}, global step {self.state.position['global_step']}")
 
@@ -169,7 +184,7 @@ class RoundRunner:
                 self.logger.log, self._after_step,
             )
         except Preempted:
-            self.logger.close()
+            self.logger.close(preempted=True)
             raise
         acc = accuracy(score_dataset(accelerator, self.model, self.test, self.score_plan))
         pseudo_count = len(selection) if (selection is not None and round_index > 0) else 0
@@ -177,8 +192,11 @@ class RoundRunner:
             {**state.pending_metrics, "round/test_accuracy": acc, "round/labeled": len(self.labeled), "round/pseudo_labeled": pseudo_count},
             position.global_step,
         )
+        precision = state.pending_metrics.get("select/pseudo_label_precision")
+        if precision is not None and not math.isfinite(precision):  # nothing selected: no precision
+            precision = None
         row = RoundResult(
-            round_index, len(self.labeled), pseudo_count, state.pending_metrics.get("select/pseudo_label_precision"), acc,
+            round_index, len(self.labeled), pseudo_count, precision, acc,
             cfg.pseudo.percent_for_round(round_index) if round_index else None,
         )
         state.rows.append(dataclasses.asdict(row))
@@ -188,7 +206,7 @@ class RoundRunner:
         state.next_round, state.mid_round, state.pending_metrics = round_index + 1, False, {}
         self.save(f"round {round_index} done")
         if stop_requested(accelerator):
-            self.logger.close()
+            self.logger.close(preempted=True)
             raise Preempted(f"stopped after round {round_index}")
 
     def finish(self, started: float, cpu_started: float) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from plabel.trainer.faults import install_preemption_handlers
 from plabel.trainer.outputs import closing_lines
 from plabel.trainer.rounds import RoundRunner
 from plabel.trainer.run_dir import open_run_dir
-from plabel.trainer.setup import build_accelerator, check_num_classes, check_readable
+from plabel.trainer.setup import build_accelerator, check_batch_split, check_num_classes, check_readable
 
 
 def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[GeneralTracker] = ()) -> dict[str, Any]:
@@ -36,6 +36,7 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
     started, cpu_started = time.time(), time.process_time()
     install_preemption_handlers()
     accelerator, wandb_mode = build_accelerator(cfg, extra_trackers)
+    check_batch_split(cfg, accelerator.num_processes)
     # Data problems are user errors: find them on every process before a run folder exists.
     splits = make_splits(cfg.data, cfg.seed)
     num_classes = check_num_classes(cfg, splits)
@@ -43,20 +44,23 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
     check_readable(accelerator, splits)
     resolved = cfg.to_dict()
     model_info = prepared.run_info(cfg.model.name, splits.train_source.channels, splits.class_names)
-    run_dir = open_run_dir(accelerator, cfg, config_name, resolved, model_info)
-    resolved["output_dir"] = str(run_dir.path)
-    for note in run_dir.notes:
-        print_once(accelerator, f"note: {note}")
-    if run_dir.status == "complete":
-        summary = json.loads((run_dir.path / "summary.json").read_text())
-        print_once(accelerator, f"{run_dir.path} holds a complete run of this configuration; nothing to do.")
-        print_once(accelerator, closing_lines(summary))
-        accelerator.end_training()
-        return summary
+    run_dir = open_run_dir(accelerator, cfg, config_name, resolved, model_info)  # locked: one writer per folder
+    try:
+        resolved["output_dir"] = str(run_dir.path)
+        for note in run_dir.notes:
+            print_once(accelerator, f"note: {note}")
+        if run_dir.status == "complete":
+            summary = json.loads((run_dir.path / "summary.json").read_text())
+            print_once(accelerator, f"{run_dir.path} holds a complete run of this configuration; nothing to do.")
+            print_once(accelerator, closing_lines(summary))
+            accelerator.end_training()
+            return summary
 
-    runner = RoundRunner(cfg, accelerator, wandb_mode, splits, prepared, resolved, run_dir)
-    for round_index in range(runner.state.next_round, cfg.pseudo.rounds + 1):
-        if not runner.state.mid_round:
-            runner.start_round(round_index)
-        runner.train_and_evaluate(round_index)
-    return runner.finish(started, cpu_started)
+        runner = RoundRunner(cfg, accelerator, wandb_mode, splits, prepared, resolved, run_dir)
+        for round_index in range(runner.state.next_round, cfg.pseudo.rounds + 1):
+            if not runner.state.mid_round:
+                runner.start_round(round_index)
+            runner.train_and_evaluate(round_index)
+        return runner.finish(started, cpu_started)
+    finally:
+        run_dir.release()

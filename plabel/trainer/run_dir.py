@@ -7,8 +7,12 @@ an interrupted one resumes from its newest valid checkpoint (chosen by the check
 
 from __future__ import annotations
 
+import datetime as dt
+import fcntl
 import json
+import os
 import secrets
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -27,6 +31,42 @@ RESUME_IGNORES = (
 )
 RESUME_IGNORE_PREFIXES = ("tracking.", "checkpoint.")
 RUN_INFO = "run_info.json"
+LOCK_FILE = ".plabel.lock"
+
+
+class RunLock:
+    """One writer per run folder: an exclusive ``flock`` on ``<run>/.plabel.lock``.
+
+    Taken by the job's main process before it decides anything about the folder and held for the
+    life of the run; the kernel releases it when the process ends however it ends, so a lock file
+    left by a dead run is simply taken over. The file says who holds it, for the refusal message.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_FILE
+        self.fd: Optional[int] = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(self.fd, 4096).decode(errors="replace").strip() or "another process"
+            os.close(self.fd)
+            self.fd = None
+            raise ConfigError(
+                f"output_dir: {folder} is in use by a running plabel job ({holder}); wait for it to end or stop it, "
+                "or choose another --output_dir"
+            ) from None
+        os.ftruncate(self.fd, 0)
+        started = dt.datetime.now().isoformat(timespec="seconds")
+        os.write(self.fd, f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n".encode())
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __getstate__(self) -> dict[str, Any]:  # other processes get the decision, not the lock
+        return {"path": self.path, "fd": None}
 
 
 @dataclass
@@ -36,6 +76,11 @@ class RunDir:
     checkpoint: Optional[Path] = None
     wandb_run_id: str = ""
     notes: list[str] = field(default_factory=list)
+    lock: Optional[RunLock] = None  # held by the main process for the life of the run
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -68,17 +113,44 @@ def _from_checkpoint(cfg: RunConfig, path: Path, resolved: dict[str, Any]) -> Ru
     if differences:
         raise ConfigError("resume: " + _differences_message(str(ckpt), saved, resolved, differences))
     own_run = ckpt.resolve().parent.parent == path.resolve()
-    if path.exists() and any(path.iterdir()) and not own_run:
+    if _holds_files(path) and not own_run:
         raise ConfigError(f"output_dir: {path} already holds files; resume into the checkpoint's own run folder or a new one")
     return RunDir(path, "resume", ckpt, _run_id(ckpt.parent.parent))
 
 
+def _holds_files(path: Path) -> bool:
+    return path.is_dir() and any(p.name != LOCK_FILE for p in path.iterdir())
+
+
 def decide_run_dir(cfg: RunConfig, config_name: str, resolved: dict[str, Any]) -> RunDir:
-    """Main process only: where this run writes and whether it starts, resumes or is done."""
+    """Main process only: lock the run folder, then decide whether the run starts, resumes or is done.
+
+    Deciding under the lock means a second launch cannot decide "new" while the first is writing.
+    """
     path = Path(cfg.output_dir) if cfg.output_dir else Path("runs") / f"{config_name}-seed{cfg.seed}"
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output_dir: {path} is a file; choose a folder")
+    created_dir = not path.exists()
+    created_lock = not (path / LOCK_FILE).exists()
+    path.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(path)
+    try:
+        decision = _decide(cfg, path, resolved)
+    except ConfigError:  # a refused run leaves nothing behind (unlinked while still locked: no race)
+        if created_lock:
+            (path / LOCK_FILE).unlink(missing_ok=True)
+        lock.release()
+        if created_dir:
+            path.rmdir()
+        raise
+    decision.lock = lock
+    return decision
+
+
+def _decide(cfg: RunConfig, path: Path, resolved: dict[str, Any]) -> RunDir:
     if cfg.resume not in ("auto", "never"):
         return _from_checkpoint(cfg, path, resolved)
-    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+    if not _holds_files(path):
         return RunDir(path, "new", None, secrets.token_hex(4))
     if not (path / "config.yaml").is_file():
         raise ConfigError(f"output_dir: {path} already holds files that are not a plabel run; choose a new --output_dir")

@@ -56,7 +56,7 @@ def score_shard(
     broadcast_buffers(accelerator, bare)
     was_training = bare.training
     bare.eval()
-    shard = shard_range(accelerator, size)
+    shard = shard_range(accelerator, size, plan.batch_size)
     columns = {name: torch.empty(len(shard), dtype=dtype) for name, dtype in SCORE_COLUMNS.items()}
     options = plan.options
     loader = DataLoader(

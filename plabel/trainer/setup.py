@@ -79,6 +79,16 @@ def reset_optimizer(optimizer: torch.optim.Optimizer) -> None:
     inner.state.clear()
 
 
+def check_batch_split(cfg: RunConfig, world: int) -> None:
+    """Batch sizes are global and split across processes: each process needs at least one sample."""
+    for name, value in (("train.batch_size", cfg.train.batch_size), ("train.pseudo_batch_size", cfg.train.pseudo_batch_size)):
+        if value < world:
+            raise ConfigError(
+                f"{name}: {value} is smaller than the {world} processes; batch sizes are global (split across "
+                f"processes), so give at least {world} or launch fewer processes"
+            )
+
+
 def check_num_classes(cfg: RunConfig, splits: Splits) -> int:
     """The model's output count: the data's classes, or ``model.num_classes`` if it covers them."""
     if cfg.model.num_classes is None:

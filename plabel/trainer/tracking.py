@@ -53,6 +53,20 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN/Inf (at any depth) replaced by None: what JSON can hold (no bare NaN)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return _jsonable(value)
+
+
+def dump_json(value: Any, **kwargs: Any) -> str:
+    """Strict JSON: non-finite numbers become null, and a bare NaN can never slip through."""
+    return json.dumps(json_safe(value), allow_nan=False, **kwargs)
+
+
 class RunLogger:
     """Sends metric dicts to the trackers and appends them to ``metrics.jsonl`` (main process).
 
@@ -79,7 +93,7 @@ class RunLogger:
         else:
             self.accelerator.log(clean, step=step)
         assert self._file is not None
-        self._file.write(json.dumps({"step": step, **clean}) + "\n")
+        self._file.write(dump_json({"step": step, **clean}) + "\n")
         self._file.flush()
 
     def offset(self) -> int:
@@ -130,7 +144,7 @@ class RunLogger:
         self.log_rich(objects, step)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")
+        (self.out_dir / "summary.json").write_text(dump_json(summary, indent=2) + "\n")
         run = self._wandb_run()
         if run is not None and hasattr(run, "summary"):
             run.summary.update({k: _jsonable(v) for k, v in summary.items() if isinstance(v, (int, float, str))})
@@ -140,11 +154,33 @@ class RunLogger:
         run_dir = getattr(run, "dir", None)
         return Path(run_dir).parent if run_dir else None
 
-    def close(self) -> None:
+    def close(self, preempted: bool = False) -> None:
+        """Finish the trackers (``preempted``: tell W&B the run will resume), then leave together.
+
+        Closing a tracker never turns a run into a failure: on a preempted node W&B's own helper
+        process may already be gone (SLURM signals every process of the job), and its
+        ``ConnectionResetError`` becomes one warning line. Every process waits until the main
+        process has closed its trackers before any of them exits, so a scheduler that ends the
+        job when the first process exits (``srun --kill-on-bad-exit``) cannot cut W&B off.
+        """
         if self._file is not None:
             self._file.close()
             self._file = None
+        self._finish_trackers(preempted)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.trackers = []  # finished above; end_training only ends the process group
         self.accelerator.end_training()
+
+    def _finish_trackers(self, preempted: bool) -> None:
+        for tracker in self.accelerator.trackers:
+            try:
+                run = getattr(tracker, "run", None)
+                if preempted and run is not None and hasattr(run, "mark_preempting"):
+                    run.mark_preempting()  # W&B shows the run as preempted, not finished
+                tracker.finish()
+            except Exception as e:  # the tracker's connection is gone; the run's own files are complete
+                print(f"warning: could not close the {tracker.name} tracker cleanly ({type(e).__name__}: {e}); "
+                      f"its local files are in {self.out_dir}", flush=True)
 
 
 class QuietLogger(RunLogger):
@@ -167,6 +203,9 @@ class QuietLogger(RunLogger):
 
     def offline_run_dir(self) -> Optional[Path]:
         return None
+
+    def _finish_trackers(self, preempted: bool) -> None:
+        pass
 
 
 def truncate_metrics(out_dir: Path, offset: int) -> int:

@@ -1,0 +1,134 @@
+"""One global batch, whatever the number of processes: how it is split, and the two layers whose
+result would otherwise depend on the split.
+
+A step trains on a global batch of ``B`` draws; process ``r`` takes the contiguous slice
+:func:`split_range` gives it (sizes differ by at most one when ``B`` is not a multiple of the
+world size). Two layers see the whole local batch at once and would still depend on the split:
+
+* **BatchNorm** normalises with the statistics of the batch it sees. Inside :func:`global_batch`,
+  ``F.batch_norm`` in training mode all-reduces per-channel sums, sums of squares and counts
+  (differentiably), so every process normalises with the statistics of the global batch and
+  updates identical running statistics. torch's own ``SyncBatchNorm`` would do the same on GPUs
+  only (it refuses CPU tensors) and replaces modules (losing timm's fused BatchNormAct layers);
+  patching the function serves torch's and timm's BatchNorm layers alike.
+* **Dropout** draws a mask for the tensor it sees. Inside :func:`global_batch`, ``F.dropout``
+  draws the mask of the global batch's rows from a generator seeded identically on every process
+  and keeps this process's rows, so a sample gets the same mask on 1 or 64 processes. On CPU with
+  one process this is bit for bit what ``F.dropout`` draws, so single-process runs are unchanged.
+
+Other layers that draw per-sample randomness themselves (timm's drop-path) are not covered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+
+_original_batch_norm = F.batch_norm
+_original_dropout = F.dropout
+
+
+def split_range(total: int, world: int, rank: int) -> range:
+    """``rank``'s contiguous part of ``range(total)``: the first ``total % world`` parts hold one more."""
+    base, extra = divmod(total, world)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (1 if rank < extra else 0))
+
+
+class _State:
+    rows: Optional[torch.Tensor] = None  # global row of each local row, in the order of the local batch
+    global_rows: int = 0
+    sync_batch_norm: bool = False
+
+
+_state = _State()
+
+
+@contextlib.contextmanager
+def global_batch(accelerator: Accelerator, rows: torch.Tensor, global_rows: int, sync_batch_norm: bool) -> Iterator[None]:
+    """Within this block (one training forward), BatchNorm and dropout act on the global batch.
+
+    ``rows`` (local batch,) are the positions of this process's rows in the global batch of
+    ``global_rows`` rows. With one process on CPU nothing is patched: the layers already see the
+    whole batch and draw what the patched ones would.
+    """
+    world = accelerator.num_processes
+    if world == 1 and accelerator.device.type == "cpu":
+        yield
+        return
+    _state.rows, _state.global_rows = rows.to(accelerator.device), global_rows
+    _state.sync_batch_norm = sync_batch_norm and world > 1
+    F.batch_norm, F.dropout = _global_batch_norm, _global_dropout  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        F.batch_norm, F.dropout = _original_batch_norm, _original_dropout  # type: ignore[assignment]
+        _state.rows = None
+
+
+def _global_batch_norm(
+    input: torch.Tensor, running_mean: Optional[torch.Tensor], running_var: Optional[torch.Tensor],
+    weight: Optional[torch.Tensor] = None, bias: Optional[torch.Tensor] = None, training: bool = False,
+    momentum: float = 0.1, eps: float = 1e-5,
+) -> torch.Tensor:
+    if not (training and _state.sync_batch_norm):
+        return _original_batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    channels = input.shape[1]
+    dims = [0, *range(2, input.dim())]
+    # Sums in float64: var = E[x^2] - E[x]^2 loses digits in float32 when the mean is large.
+    x = input.double()
+    count = torch.full((1,), input.numel() // channels, dtype=torch.float64, device=input.device)
+    totals = _AllReduceSum.apply(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
+    n = totals[-1]
+    mean = totals[:channels] / n
+    var = (totals[channels : 2 * channels] / n - mean * mean).clamp(min=0)
+    mean, var, x = mean.float(), var.float(), input.float()
+    if running_mean is not None and running_var is not None:
+        with torch.no_grad():
+            running_mean.mul_(1 - momentum).add_(mean.detach().to(running_mean.dtype), alpha=momentum)
+            unbiased = var.detach() * (n / (n - 1).clamp(min=1))
+            running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+    shape = [1, channels] + [1] * (input.dim() - 2)
+    y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + eps)
+    if weight is not None:
+        y = y * weight.view(shape)
+    if bias is not None:
+        y = y + bias.view(shape)
+    return y.to(input.dtype)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes, differentiably: the gradient of a sum is the sum of the gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, t: torch.Tensor) -> torch.Tensor:
+        out = t.clone()
+        torch.distributed.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        out = grad.clone()
+        torch.distributed.all_reduce(out)
+        return out
+
+
+def _global_dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> torch.Tensor:
+    rows = _state.rows
+    if not training or p == 0 or rows is None or input.dim() == 0 or input.shape[0] != rows.numel():
+        return _original_dropout(input, p, training, inplace)
+    if p == 1:
+        return input.mul_(0) if inplace else input * 0
+    # The whole global batch's mask from the (identically seeded) default generator, then our rows:
+    # what one process holding the global batch draws, in the same order as F.dropout's CPU path.
+    noise = torch.empty((_state.global_rows, *input.shape[1:]), dtype=input.dtype, device=input.device)
+    noise.bernoulli_(1 - p)
+    noise = noise[rows].div_(1 - p)
+    return input.mul_(noise) if inplace else input * noise
+
+
+__all__: list[Any] = ["global_batch", "split_range"]
