@@ -21,12 +21,27 @@ COMMANDS = {
 }
 
 
+def usage() -> str:
+    lines = ["usage: plabel <command> [options]   (plabel <command> --help: its options)", "", "commands:"]
+    lines += [f"  {name:<8} {text}" for name, (_, _, text) in COMMANDS.items()]
+    lines += ["", "  --version  print plabel's version"]
+    return "\n".join(lines)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``plabel <command> ...`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: plabel {" + ",".join(COMMANDS) + "} [options]   (plabel <command> --help for options)")
-        return 0 if argv and argv[0] in ("-h", "--help") else EXIT_USER_ERROR
+    if argv and argv[0] in ("-V", "--version"):
+        from plabel import __version__
+
+        print(f"plabel {__version__}")
+        return 0
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else EXIT_USER_ERROR
+    if argv[0] not in COMMANDS:
+        print(f"plabel: error: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)} (plabel --help)", file=sys.stderr)
+        return EXIT_USER_ERROR
     module, function, _ = COMMANDS[argv[0]]
     command = getattr(importlib.import_module(module), function)
     if argv[0] == "train":

@@ -42,7 +42,9 @@ def test_export_loads_with_datasets_and_trains_a_model(finished_run, tmp_path, c
 
 
 def _score_with(processes, run, output):
-    score = ["-m", "plabel.cli", "score", "--run", str(run), "--output", str(output), "--batch-size", "33"]
+    # A --source.* option: the whole source (the embedded digits), not only the run's test set.
+    score = ["-m", "plabel.cli", "score", "--run", str(run), "--output", str(output), "--batch-size", "33",
+             "--source.source", "embedded"]
     cmd = launch_command(score, processes)
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=subprocess_env(), timeout=300)
 
@@ -55,7 +57,7 @@ def test_score_same_result_in_one_and_two_processes(finished_run, tmp_path):
     assert p2.returncode == 0, p2.stderr[-2000:]
     assert one.read_text() == two.read_text()
     rows = list(csv.DictReader(one.open()))
-    assert len(rows) == 5000  # the run's data.train source (test is a holdout of it)
+    assert len(rows) == 5000  # the whole embedded source
     assert [int(r["index"]) for r in rows] == list(range(5000))
     assert "scored 5000 samples" in p1.stdout
 

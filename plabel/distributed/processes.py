@@ -8,6 +8,7 @@ first process before anything heavy is loaded.
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from plabel.config.schema import ConfigError
@@ -24,9 +25,13 @@ def launcher_main() -> bool:
 
 
 def print_once(accelerator: Accelerator, message: str) -> None:
-    """Print once per job (the global main process), not once per node like ``accelerator.print``."""
+    """Print once per job (the global main process), not once per node like ``accelerator.print``,
+    and never glued to a progress bar being drawn (tqdm clears it, prints, redraws)."""
     if accelerator.is_main_process:
-        print(message, flush=True)
+        from tqdm import tqdm
+
+        tqdm.write(message, file=sys.stdout)
+        sys.stdout.flush()
 
 
 def on_main(accelerator: Accelerator, action: Callable[[], T]) -> Optional[T]:

@@ -35,7 +35,7 @@ import torch
 import yaml
 
 from plabel.commands.common import EXIT_USER_ERROR, run_command
-from plabel.config import ConfigError, RunConfig, flatten, load_config
+from plabel.config import ConfigError, RunConfig, load_config
 from plabel.config.args import build_parser, config_name, parse_overrides
 from plabel.data.splits import IndexedImages, make_splits
 from plabel.data.transforms import source_transform
@@ -52,7 +52,7 @@ from plabel.experiments.entropy_probe import (
 from plabel.models.prepare import prepare_model
 from plabel.trainer.loop import RoundPosition, TrainPlan, train_round
 from plabel.trainer.scoring_pass import ScorePlan, accuracy, score_dataset
-from plabel.trainer.setup import build_accelerator, check_num_classes, loader_options, make_optimizer
+from plabel.trainer.setup import build_accelerator, check_num_classes, loader_options, make_optimizer, run_facts
 from plabel.trainer.tracking import start_trackers
 
 # ---------------------------------------------------------------------------------------------
@@ -88,7 +88,7 @@ def build_entropy_parser(prog: str) -> argparse.ArgumentParser:
     )
     group = parser.add_argument_group("entropy report")
     group.add_argument(
-        "--num-samples", "--num_samples", dest="num_samples", default="64", metavar="N",
+        "--num_samples", dest="num_samples", default="64", metavar="N",
         help="validation images scored (the first N of the test split), and as many noise inputs; "
         "the article used one batch of 64",
     )
@@ -97,11 +97,6 @@ def build_entropy_parser(prog: str) -> argparse.ArgumentParser:
         help="{gaussian,uniform,shuffled}: gaussian = torch.randn in the normalised input space (the article); "
         "uniform = uniform pixel values in [0,1], then normalised; shuffled = each validation image with its "
         "pixels randomly permuted (same intensities, no shape)",
-    )
-    group.add_argument(
-        "--output-dir", dest="output_dir", default=argparse.SUPPRESS, metavar="DIR",
-        help="same as --output_dir: a new or empty folder (never overwritten); "
-        "default runs/entropy-<config name>-<timestamp>",
     )
     return parser
 
@@ -133,7 +128,7 @@ def new_output_dir(accelerator: Any, output_dir: Optional[str], config_name: str
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         candidate = Path(output_dir) if output_dir else Path("runs") / f"entropy-{config_name}-{stamp}"
         if candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
-            raise ConfigError(f"output_dir: {candidate} already holds files; pass a new --output-dir (a report never overwrites)")
+            raise ConfigError(f"output_dir: {candidate} already holds files; pass a new --output_dir (a report never overwrites)")
         candidate.mkdir(parents=True, exist_ok=True)
         return candidate
 
@@ -156,7 +151,7 @@ def entropy_report(cfg: RunConfig, options: EntropyReportOptions, config_name: s
         f"{options.num_samples} validation images vs {options.num_samples} {options.noise} noise inputs"
     )
     print_once(accelerator, yaml.safe_dump(resolved, sort_keys=False).rstrip())
-    logger = start_trackers(accelerator, cfg.tracking, wandb_mode, out_dir.name, out_dir, flatten(resolved))
+    logger = start_trackers(accelerator, cfg.tracking, wandb_mode, out_dir.name, out_dir, {**resolved, "run": run_facts(accelerator)})
 
     # Round 0 of a run: the same model, datasets, initial weights, optimizer and train_round call.
     prepared = prepare_model(accelerator, cfg, splits.train_source, num_classes)
@@ -237,10 +232,10 @@ def entropy_report(cfg: RunConfig, options: EntropyReportOptions, config_name: s
         f"{report['mean_entropy_bits']['noise']:.3g} bits; validation accuracy {100 * report['validation_accuracy']:.2f}%"
     )
     print_once(accelerator, "outputs: " + ", ".join(str(p) for p in paths.values()))
-    offline_dir = logger.offline_run_dir()
+    offline_dirs = logger.offline_run_dirs()
     logger.close()
-    if offline_dir is not None:
-        print_once(accelerator, f"W&B ran offline; upload with: wandb sync {offline_dir}")
+    if offline_dirs:
+        print_once(accelerator, "W&B ran offline; upload with: wandb sync " + " ".join(str(d) for d in offline_dirs))
     return report
 
 

@@ -192,6 +192,11 @@ class Checkpointer:
         accelerator.wait_for_everyone()
         return final
 
+    def newest(self) -> Optional[Path]:
+        """The newest published checkpoint of this run, if any."""
+        found = list_checkpoints(self.run_dir)
+        return found[0] if found else None
+
     def restore(self, path: Path) -> tuple[dict[str, Any], Optional[Selection]]:
         """Load model/optimizer/RNG through Accelerate; return plabel's saved state and selection
         (None when the checkpoint was written before any selection)."""

@@ -13,7 +13,6 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm.auto import tqdm
 
 from plabel.config import PseudoConfig, TrainConfig
 from plabel.data.splits import Repeated
@@ -21,6 +20,7 @@ from plabel.distributed.collectives import sum_across_processes
 from plabel.distributed.global_batch import global_batch, split_range
 from plabel.method.loss import combined_loss
 from plabel.method.schedule import alpha_at, lr_at
+from plabel.trainer.progress import Progress
 from plabel.trainer.setup import LoaderOptions
 
 
@@ -139,12 +139,9 @@ def train_round(
     # is scaled by the world size: the gradient is that of the global batch's loss.
     share_l, share_p = len(part_l) / n_l, (len(part_p) / n_p if n_p else 1.0)
     model.train()
-    progress = tqdm(
-        total=total_steps,
+    progress = Progress(
+        total_steps, f"round {position.round_index}", accelerator.is_main_process,
         initial=position.epoch * steps + position.step_in_epoch,
-        desc=f"round {position.round_index}",
-        disable=not accelerator.is_main_process,
-        leave=False,
     )
     while position.epoch < train_cfg.epochs:
         epoch_id = position.round_index * 10_000 + position.epoch

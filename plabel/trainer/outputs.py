@@ -72,7 +72,9 @@ def write_pseudo_labels(path: Path, splits: Splits, selection: Selection, select
         )
 
 
-def log_selection_media(logger: RunLogger, step: int, splits: Splits, picked: RoundSelection, max_rows: int = 64) -> None:
+def log_selection_media(
+    logger: RunLogger, round_index: int, step: int, splits: Splits, picked: RoundSelection, max_rows: int = 64
+) -> None:
     """W&B-only extras: entropy histograms and a table of up to ``max_rows`` selected samples
     (evenly spread over the selection's entropy order, so both ends of it show)."""
     if logger.wandb_mode == "disabled":
@@ -89,4 +91,4 @@ def log_selection_media(logger: RunLogger, step: int, splits: Splits, picked: Ro
         )
         for r in rows.tolist()
     ]
-    logger.log_selection_media(step, picked.histogram_edges, picked.histograms, samples, splits.class_names)
+    logger.log_selection_media(round_index, step, picked.histogram_edges, picked.histograms, samples, splits.class_names)

@@ -18,7 +18,7 @@ import torch
 import yaml
 from accelerate import Accelerator
 
-from plabel.config import RunConfig, flatten
+from plabel.config import RunConfig
 from plabel.data.splits import IndexedImages, Splits
 from plabel.data.transforms import source_transform
 from plabel.distributed.collectives import sum_across_processes
@@ -34,7 +34,8 @@ from plabel.trainer.round_selection import SelectionRequest, select_for_round
 from plabel.trainer.run_dir import RunDir
 from plabel.trainer.scoring_pass import ScorePlan, accuracy, score_dataset
 from plabel.trainer.setup import loader_options, make_optimizer, reset_optimizer
-from plabel.trainer.tracking import start_trackers, truncate_metrics
+from plabel.trainer.setup import run_facts
+from plabel.trainer.tracking import Replay, start_trackers, truncate_metrics
 
 
 def batch_note(cfg: RunConfig, world: int) -> str:
@@ -61,13 +62,14 @@ class RoundRunner:
         self.num_classes = num_classes = prepared.num_classes
         self.out_dir = out_dir = run_dir.path
         self.state = RunState(num_processes=accelerator.num_processes, config=resolved)
-        already_tracked = self._cut_replayed_metrics(run_dir.checkpoint)
+        replay = self._cut_replayed_metrics(run_dir.checkpoint)
         print_once(accelerator, f"plabel run -> {out_dir}  ({accelerator.num_processes} process(es) on {accelerator.device.type}; {run_dir.status})")
         print_once(accelerator, yaml.safe_dump(resolved, sort_keys=False).rstrip())
         print_once(accelerator, batch_note(cfg, accelerator.num_processes))
+        self.wandb_run_id = run_dir.wandb_run_id
+        wandb_config = {**resolved, "run": run_facts(accelerator)}  # nested sections: W&B wants no dots in keys
         self.logger = start_trackers(
-            accelerator, cfg.tracking, wandb_mode, out_dir.name, out_dir, flatten(resolved), run_dir.wandb_run_id,
-            already_tracked,
+            accelerator, cfg.tracking, wandb_mode, out_dir.name, out_dir, wandb_config, run_dir.wandb_run_id, replay,
         )
 
         spec, train_source = prepared.spec, splits.train_source
@@ -97,13 +99,13 @@ class RoundRunner:
         if run_dir.checkpoint is not None:
             self._restore(run_dir.checkpoint, resolved)
 
-    def _cut_replayed_metrics(self, checkpoint: Optional[Path]) -> int:
+    def _cut_replayed_metrics(self, checkpoint: Optional[Path]) -> Replay:
         """Resuming in the checkpoint's own run: cut metrics.jsonl back to what the checkpoint had
-        logged; return how many entries the replay will log again (the trackers already have them)."""
+        logged; return what the replay will log again (the trackers already have it)."""
         if checkpoint is None or checkpoint.resolve().parent.parent != self.out_dir.resolve():
-            return 0
+            return Replay()
         offset = json.loads((checkpoint / STATE_FILE).read_text())["metrics_offset"]
-        return on_main(self.accelerator, lambda: truncate_metrics(self.out_dir, offset)) or 0
+        return on_main(self.accelerator, lambda: truncate_metrics(self.out_dir, offset)) or Replay()
 
     def _restore(self, checkpoint: Path, resolved: dict[str, Any]) -> None:
         accelerator = self.accelerator
@@ -128,7 +130,8 @@ class RoundRunner:
         pending: dict[str, float] = {"round/index": round_index}
         if round_index > 0:
             request = SelectionRequest.for_round(cfg, round_index, self.num_classes, self.selection)
-            picked = select_for_round(accelerator, self.model, self.pool, self.splits.pool_labels, request, self.score_plan)
+            plan = dataclasses.replace(self.score_plan, label=f"round {round_index}: scoring the pool")
+            picked = select_for_round(accelerator, self.model, self.pool, self.splits.pool_labels, request, plan)
             self.selection = picked.selection
             pending.update(picked.metrics)
             if pending["select/nonfinite_scores"] > 0:
@@ -138,7 +141,10 @@ class RoundRunner:
                 )
             csv_path = self.out_dir / f"pseudo_labels_round{round_index:02d}.csv"
             on_main(accelerator, lambda: write_pseudo_labels(csv_path, self.splits, picked.selection, picked.selected_entropy))
-            log_selection_media(self.logger, self.state.position["global_step"], self.splits, picked)
+            # At the round's first step: the previous round's numbers are logged at its last one.
+            first_step = self.state.position["global_step"] + 1
+            log_selection_media(self.logger, round_index, first_step, self.splits, picked)
+            self.logger.log_pseudo_labels(round_index, first_step, csv_path, cfg.tracking.table_rows)
             self._note_unreadable(picked.unreadable, round_index)
             if cfg.pseudo.reinit_model:
                 accelerator.unwrap_model(self.model).load_state_dict(fresh_model(cfg, self.prepared, round_index))
@@ -186,7 +192,8 @@ class RoundRunner:
         except Preempted:
             self.logger.close(preempted=True)
             raise
-        acc = accuracy(score_dataset(accelerator, self.model, self.test, self.score_plan))
+        plan = dataclasses.replace(self.score_plan, label=f"round {round_index}: testing")
+        acc = accuracy(score_dataset(accelerator, self.model, self.test, plan))
         pseudo_count = len(selection) if (selection is not None and round_index > 0) else 0
         self.logger.log(
             {**state.pending_metrics, "round/test_accuracy": acc, "round/labeled": len(self.labeled), "round/pseudo_labeled": pseudo_count},
@@ -233,9 +240,14 @@ class RoundRunner:
             ],
         }
         self.logger.write_summary(summary)
+        if self.cfg.tracking.log_model:
+            files = [self.out_dir / name for name in ("model.safetensors", "config.yaml", "run_info.json")]
+            if self.cfg.tracking.log_checkpoint and self.checkpointer.newest() is not None:
+                files.append(self.checkpointer.newest())
+            self.logger.log_model(f"model-{self.wandb_run_id}", files)
         print_once(accelerator, closing_lines(summary))
-        offline_dir = self.logger.offline_run_dir()
+        offline_dirs = self.logger.offline_run_dirs()
         self.logger.close()
-        if offline_dir is not None:
-            print_once(accelerator, f"W&B ran offline; upload with: wandb sync {offline_dir}")
+        if offline_dirs:
+            print_once(accelerator, "W&B ran offline; upload with: wandb sync " + " ".join(str(d) for d in offline_dirs))
         return summary

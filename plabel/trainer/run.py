@@ -24,7 +24,9 @@ from plabel.trainer.faults import install_preemption_handlers
 from plabel.trainer.outputs import closing_lines
 from plabel.trainer.rounds import RoundRunner
 from plabel.trainer.run_dir import open_run_dir
-from plabel.trainer.setup import build_accelerator, check_batch_split, check_num_classes, check_readable
+from plabel.trainer.setup import (
+    build_accelerator, check_batch_split, check_num_classes, check_readable, launcher_precision_note,
+)
 
 
 def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[GeneralTracker] = ()) -> dict[str, Any]:
@@ -43,12 +45,19 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
     prepared = prepare_model(accelerator, cfg, splits.train_source, num_classes)
     check_readable(accelerator, splits)
     resolved = cfg.to_dict()
-    model_info = prepared.run_info(cfg.model.name, splits.train_source.channels, splits.class_names)
+    # The precision in effect, not null: the config's, or what the launcher said. A resumed run
+    # that would train at another precision is then a config difference like any other.
+    resolved["train"]["mixed_precision"] = accelerator.mixed_precision
+    model_info = {
+        **prepared.run_info(cfg.model.name, splits.train_source.channels, splits.class_names),
+        "mixed_precision": accelerator.mixed_precision,
+    }
     run_dir = open_run_dir(accelerator, cfg, config_name, resolved, model_info)  # locked: one writer per folder
     try:
         resolved["output_dir"] = str(run_dir.path)
-        for note in run_dir.notes:
-            print_once(accelerator, f"note: {note}")
+        precision_note = launcher_precision_note(cfg, accelerator)
+        for note in run_dir.notes + ([precision_note] if precision_note else []):
+            print_once(accelerator, note if note.startswith("note:") else f"note: {note}")
         if run_dir.status == "complete":
             summary = json.loads((run_dir.path / "summary.json").read_text())
             print_once(accelerator, f"{run_dir.path} holds a complete run of this configuration; nothing to do.")

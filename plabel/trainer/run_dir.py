@@ -84,9 +84,10 @@ class RunDir:
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    return [
-        k for k in diff_configs(saved, current, RESUME_IGNORES) if not k.startswith(RESUME_IGNORE_PREFIXES)
-    ]
+    """Fields that change results and differ. A run folder from before 0.2 recorded no effective
+    precision (null): it cannot be compared, so it is not held against the run."""
+    ignore = RESUME_IGNORES + (("train.mixed_precision",) if flatten(saved).get("train.mixed_precision") is None else ())
+    return [k for k in diff_configs(saved, current, ignore) if not k.startswith(RESUME_IGNORE_PREFIXES)]
 
 
 def _differences_message(where: str, saved: dict[str, Any], current: dict[str, Any], names: list[str]) -> str:

@@ -14,6 +14,7 @@ from plabel.config import RunConfig
 from plabel.data.splits import UNREADABLE
 from plabel.distributed.collectives import broadcast_buffers, gather_pool, shard_range
 from plabel.method.scores import entropy, margin, max_probability
+from plabel.trainer.progress import Progress
 from plabel.trainer.setup import LoaderOptions
 
 
@@ -24,6 +25,7 @@ class ScorePlan:
     batch_size: int = 512
     eps: float = 1e-10
     options: LoaderOptions = LoaderOptions()
+    label: str = "scoring"  # what the progress line calls the pass (pool, test, ...)
 
     @staticmethod
     def from_config(cfg: RunConfig, options: LoaderOptions) -> "ScorePlan":
@@ -62,7 +64,9 @@ def score_shard(
     loader = DataLoader(
         Subset(dataset, shard), batch_size=plan.batch_size, shuffle=False, **options.dataloader_kwargs()
     )
+    progress = Progress(len(loader), f"{plan.label} (this process: {len(shard)} samples)", accelerator.is_main_process, unit="batches")
     for x, y, index in loader:
+        progress.update()
         with accelerator.autocast():
             logits = bare(options.layout(x.to(accelerator.device, non_blocking=True)))
         logits = logits.float()
@@ -75,6 +79,7 @@ def score_shard(
         columns["label"][at] = y.long()
         columns["max_probability"][at] = max_probability(logits).cpu()
         columns["margin"][at] = margin(logits).cpu()
+    progress.close()
     bare.train(was_training)
     return torch.arange(shard.start, shard.stop), columns
 

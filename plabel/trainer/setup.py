@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
 from dataclasses import dataclass
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -126,3 +128,48 @@ def check_readable(accelerator: Accelerator, splits: Splits) -> None:
                 f"data.{'train' if what == 'labeled' else 'test'}: unreadable {what} image {bad[0]}{more}; "
                 f"fix or remove the file{'s' if len(bad) > 1 else ''}"
             )
+
+
+def launcher_precision_note(cfg: RunConfig, accelerator: Accelerator) -> Optional[str]:
+    """A line when the config's train.mixed_precision overrides what ``accelerate launch`` was told."""
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if cfg.train.mixed_precision is not None and launcher and launcher != cfg.train.mixed_precision:
+        return (f"note: train.mixed_precision {cfg.train.mixed_precision!r} overrides the launcher's {launcher!r} "
+                "(accelerate launch --mixed_precision or its config file); leave it unset to follow the launcher")
+    return None
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    model = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")), ""
+    ) if cpuinfo.is_file() else ""
+    return f"cpu ({model})" if model else "cpu"
+
+
+def _git_commit() -> Optional[str]:
+    """The commit of the plabel source this run uses (``-dirty`` when it has local changes)."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return commit.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def run_facts(accelerator: Accelerator) -> dict[str, Any]:
+    """What ran, beside the config: effective precision, processes and their devices, versions."""
+    from plabel import __version__
+
+    devices = gather_lists(accelerator, [_device_name(accelerator.device)])
+    return {
+        "mixed_precision": accelerator.mixed_precision, "num_processes": accelerator.num_processes,
+        "devices": devices, "plabel_version": __version__, "torch_version": torch.__version__,
+        "git_commit": _git_commit() if accelerator.is_main_process else None,
+    }

@@ -14,6 +14,7 @@ import math
 import netrc
 import os
 from pathlib import Path
+from dataclasses import dataclass
 from typing import IO, Any, Optional
 
 import torch
@@ -74,15 +75,17 @@ class RunLogger:
     the same calls, doing nothing, so callers never ask which process they are on.
     """
 
-    def __init__(self, accelerator: Accelerator, out_dir: Path, wandb_mode: str, already_tracked: int = 0) -> None:
+    def __init__(self, accelerator: Accelerator, out_dir: Path, wandb_mode: str, replay: Optional["Replay"] = None) -> None:
         self.accelerator = accelerator
         self.out_dir = out_dir
         self.wandb_mode = wandb_mode
         # A resumed run replays the steps between its checkpoint and the crash exactly, so its
-        # first ``already_tracked`` log calls repeat entries the trackers already hold: they go
+        # first ``replay.entries`` log calls repeat entries the trackers already hold: they go
         # to metrics.jsonl (which was cut back to the checkpoint) but not again to W&B, whose
-        # step numbers must keep increasing.
-        self._already_tracked = already_tracked
+        # step numbers must keep increasing; likewise media up to ``replay.last_step``.
+        replay = replay or Replay()
+        self._already_tracked = replay.entries
+        self._last_sent_step = replay.last_step
         self._file: Optional[IO[str]] = open(out_dir / "metrics.jsonl", "a")
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
@@ -112,13 +115,15 @@ class RunLogger:
             return None
 
     def log_rich(self, objects: dict[str, Any], step: int) -> None:
-        """W&B-only objects (histograms, images, tables); skipped when W&B is off."""
+        """W&B-only objects (histograms, images, tables); skipped when W&B is off, and for a step W&B
+        already has (a resumed run replaying what it sent before it stopped)."""
         run = self._wandb_run()
-        if run is not None and hasattr(run, "log"):
+        if run is not None and hasattr(run, "log") and step > self._last_sent_step:
             run.log(objects, step=step)
 
     def log_selection_media(
         self,
+        round_index: int,
         step: int,
         edges: torch.Tensor,
         histograms: dict[str, torch.Tensor],
@@ -141,7 +146,39 @@ class RunLogger:
             picture = wandb.Image(image.permute(1, 2, 0).squeeze(-1).numpy())
             table.add_data(picture, pseudo, ent, true, class_names[pseudo], class_names[true])
         objects["select/samples"] = table
+        objects["round/index"] = round_index  # these charts plot against rounds (define_metric below)
         self.log_rich(objects, step)
+
+    def log_pseudo_labels(self, round_index: int, step: int, csv_path: Path, max_rows: int) -> None:
+        """The round's pseudo-label CSV as a W&B table (saved under the run folder's media, so a
+        copied folder syncs it), capped at ``max_rows`` rows."""
+        if self.wandb_mode == "disabled" or max_rows <= 0:
+            return
+        import csv
+
+        import wandb
+
+        with open(csv_path, newline="") as f:
+            reader = csv.reader(f)
+            columns = next(reader)
+            rows = [row for _, row in zip(range(max_rows), reader)]
+        table = wandb.Table(columns=columns, data=rows)
+        self.log_rich({f"select/pseudo_labels_round{round_index:02d}": table, "round/index": round_index}, step)
+
+    def log_model(self, name: str, files: list[Path]) -> None:
+        """Final weights (and what rebuilds them) as a W&B model artifact."""
+        run = self._wandb_run()
+        if run is None or not hasattr(run, "log_artifact"):
+            return
+        import wandb
+
+        artifact = wandb.Artifact(name, type="model", metadata={"run_folder": str(self.out_dir)})
+        for path in files:
+            if path.is_file():
+                artifact.add_file(str(path), name=path.name)
+            elif path.is_dir():
+                artifact.add_dir(str(path), name=path.name)
+        run.log_artifact(artifact)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         (self.out_dir / "summary.json").write_text(dump_json(summary, indent=2) + "\n")
@@ -149,10 +186,14 @@ class RunLogger:
         if run is not None and hasattr(run, "summary"):
             run.summary.update({k: _jsonable(v) for k, v in summary.items() if isinstance(v, (int, float, str))})
 
-    def offline_run_dir(self) -> Optional[Path]:
+    def offline_run_dirs(self) -> list[Path]:
+        """Every offline segment of this W&B run (a resumed run writes one per segment)."""
         run = self._wandb_run() if self.wandb_mode == "offline" else None
         run_dir = getattr(run, "dir", None)
-        return Path(run_dir).parent if run_dir else None
+        if not run_dir:
+            return []
+        segment = Path(run_dir).parent
+        return sorted(segment.parent.glob(f"offline-run-*-{run.id}")) or [segment]
 
     def close(self, preempted: bool = False) -> None:
         """Finish the trackers (``preempted``: tell W&B the run will resume), then leave together.
@@ -172,12 +213,16 @@ class RunLogger:
         self.accelerator.end_training()
 
     def _finish_trackers(self, preempted: bool) -> None:
+        from plabel.trainer.faults import EXIT_PREEMPTED
+
         for tracker in self.accelerator.trackers:
             try:
                 run = getattr(tracker, "run", None)
                 if preempted and run is not None and hasattr(run, "mark_preempting"):
                     run.mark_preempting()  # W&B shows the run as preempted, not finished
-                tracker.finish()
+                    run.finish(exit_code=EXIT_PREEMPTED)
+                else:
+                    tracker.finish()
             except Exception as e:  # the tracker's connection is gone; the run's own files are complete
                 print(f"warning: could not close the {tracker.name} tracker cleanly ({type(e).__name__}: {e}); "
                       f"its local files are in {self.out_dir}", flush=True)
@@ -201,21 +246,35 @@ class QuietLogger(RunLogger):
     def write_summary(self, summary: dict[str, Any]) -> None:
         pass
 
-    def offline_run_dir(self) -> Optional[Path]:
-        return None
+    def offline_run_dirs(self) -> list[Path]:
+        return []
+
+    def log_pseudo_labels(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log_model(self, *args: Any, **kwargs: Any) -> None:
+        pass
 
     def _finish_trackers(self, preempted: bool) -> None:
         pass
 
 
-def truncate_metrics(out_dir: Path, offset: int) -> int:
-    """Cut ``metrics.jsonl`` back to ``offset`` bytes (what a checkpoint had logged); return how
-    many entries were cut, which the replay of the steps after it will log again."""
+@dataclass(frozen=True)
+class Replay:
+    """What a resumed run will send again: its first ``entries`` logs, and anything up to ``last_step``."""
+
+    entries: int = 0
+    last_step: int = -1
+
+
+def truncate_metrics(out_dir: Path, offset: int) -> Replay:
+    """Cut ``metrics.jsonl`` back to ``offset`` bytes (what a checkpoint had logged); the entries
+    cut are what the replay of the steps after it will log again."""
     with open(out_dir / "metrics.jsonl", "r+") as f:
         f.seek(offset)
-        replayed = sum(1 for _ in f)
+        cut = [json.loads(line)["step"] for line in f if line.strip()]
         f.truncate(offset)
-    return replayed
+    return Replay(len(cut), max(cut, default=-1))
 
 
 def start_trackers(
@@ -224,9 +283,9 @@ def start_trackers(
     wandb_mode: str,
     run_name: str,
     out_dir: Path,
-    flat_config: dict[str, Any],
+    config: dict[str, Any],
     wandb_run_id: Optional[str] = None,
-    already_tracked: int = 0,
+    replay: Optional[Replay] = None,
 ) -> RunLogger:
     """Start the trackers given to the Accelerator (``log_with``) and return the run logger.
 
@@ -237,6 +296,11 @@ def start_trackers(
     if wandb_mode != "disabled":
         wandb_dir = Path(cfg.wandb_dir) if cfg.wandb_dir else out_dir
         wandb_dir.mkdir(parents=True, exist_ok=True)
+        # W&B stages table images and artifact files in a data folder of the user's home by
+        # default: kept under the run folder instead, copying the folder keeps all that a later
+        # `wandb sync` uploads (unless the user chose a data folder).
+        if "WANDB_DATA_DIR" not in os.environ:
+            os.environ["WANDB_DATA_DIR"] = str((wandb_dir / "wandb" / "data").resolve())
         import wandb
 
         init_kwargs["wandb"] = {
@@ -253,7 +317,7 @@ def start_trackers(
             "settings": wandb.Settings(init_timeout=60, silent=True),
         }
     try:
-        accelerator.init_trackers(cfg.project, config=flat_config, init_kwargs=init_kwargs)
+        accelerator.init_trackers(cfg.project, config=config, init_kwargs=init_kwargs)
     except Exception as err:  # network/auth failure of an online start: keep training, offline
         if wandb_mode != "online":
             raise
@@ -261,6 +325,16 @@ def start_trackers(
         accelerator.trackers = []
         wandb_mode = "offline"
         init_kwargs["wandb"]["mode"] = "offline"
-        accelerator.init_trackers(cfg.project, config=flat_config, init_kwargs=init_kwargs)
-    logger = on_main(accelerator, lambda: RunLogger(accelerator, out_dir, wandb_mode, already_tracked))
-    return logger or QuietLogger(accelerator, out_dir, wandb_mode)
+        accelerator.init_trackers(cfg.project, config=config, init_kwargs=init_kwargs)
+    logger = on_main(accelerator, lambda: RunLogger(accelerator, out_dir, wandb_mode, replay))
+    if logger is None:
+        return QuietLogger(accelerator, out_dir, wandb_mode)
+    run = logger._wandb_run()
+    if run is not None and hasattr(run, "define_metric"):
+        # Round-level numbers and media plot against rounds; step metrics against optimizer steps.
+        run.define_metric("round/index")
+        run.define_metric("round/*", step_metric="round/index")
+        run.define_metric("select/*", step_metric="round/index")
+        if wandb_mode == "online" and getattr(run, "url", None):
+            print_once(accelerator, f"W&B run: {run.url}")
+    return logger
