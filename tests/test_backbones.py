@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_train, tiny
 from safetensors.torch import save_file
 
-from helpers import run_train, tiny
 from plabel.config import ConfigError, load_config
 from plabel.data.transforms import InputSpec, build_transform
 from plabel.models.weights import load_matching, read_weights

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import ROOT, TINY, run_train, subprocess_env, tiny
-from plabel.cli import main as plabel_main
-from plabel.config import ConfigError, load_config
-from plabel.config.args import resolve_config
 from wandb_records import config as wandb_config
 from wandb_records import history, of_type
 
+from plabel.cli import main as plabel_main
+from plabel.config import ConfigError, load_config
+from plabel.config.args import resolve_config
 
 # --- precision -------------------------------------------------------------------------------
 

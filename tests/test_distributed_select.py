@@ -70,7 +70,8 @@ def check_all_cases(accelerator: Accelerator, full: bool) -> list[tuple[list[int
     cases = itertools.product(sizes, KINDS, previous_kinds, (False, True), PERCENTS)
     for seed, (size, kind, previous, balanced, percent) in enumerate(cases):
         scores, predictions, earlier = make_case(size, kind, previous, balanced, seed)
-        reference = select_pseudo_labels(scores, predictions, percent, NUM_CLASSES, balanced, earlier)
+        of_eligible = seed % 2 == 1  # every other case counts k% of the pickable samples only (a junk guard)
+        reference = select_pseudo_labels(scores, predictions, percent, NUM_CLASSES, balanced, earlier, of_eligible)
         shard = shard_range(accelerator, size)
         previous_local = None
         if earlier is not None:
@@ -80,8 +81,9 @@ def check_all_cases(accelerator: Accelerator, full: bool) -> list[tuple[list[int
         idx, labels = select_pseudo_labels_sharded(
             accelerator, local_indices, scores[shard.start : shard.stop], predictions[shard.start : shard.stop],
             pool_size=size, percent=percent, num_classes=NUM_CLASSES, class_balanced=balanced, previous_local=previous_local,
+            of_eligible=of_eligible,
         )
-        case = f"case {seed}: size={size} kind={kind} previous={previous} balanced={balanced} percent={percent}"
+        case = f"case {seed}: size={size} kind={kind} previous={previous} balanced={balanced} percent={percent} of_eligible={of_eligible}"
         mine = (reference.indices >= shard.start) & (reference.indices < shard.stop)
         assert torch.equal(idx, reference.indices[mine]), case
         assert torch.equal(labels, reference.labels[mine]), case

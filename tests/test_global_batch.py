@@ -70,9 +70,9 @@ def test_the_same_draws_and_augmentation_at_every_step(world):
 
 def _first_steps(accelerator, steps, noise):
     """Train ``steps`` steps of a small CNN (BatchNorm and dropout) on 7 labeled + 5 pseudo per step."""
+    from plabel.config import RunConfig
     from plabel.models.zoo import build_model
     from plabel.trainer.setup import make_optimizer
-    from plabel.config import RunConfig
 
     torch.manual_seed(0)
     model = build_model("small_cnn", 1, 10)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_train, tiny
 from PIL import Image
 
-from helpers import run_train, tiny
 from plabel.cli import main as plabel_main
 from plabel.config import load_config
 from plabel.data.splits import make_splits

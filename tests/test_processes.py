@@ -11,9 +11,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from safetensors.torch import load_file
-
 from helpers import ROOT, launch_command, run_train, subprocess_env, tiny
+from safetensors.torch import load_file
 
 # 3 rounds of 2 epochs x 12 steps: long enough (~15 s on 2 processes) to be killed mid-way.
 LONG = tiny({"train.steps_per_epoch": 12, "pseudo.rounds": 2, "pseudo.top_k_percent": "[30, 60]", "checkpoint.every_steps": 5})

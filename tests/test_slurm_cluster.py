@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
-
 from helpers import ROOT, free_port, launch_command, subprocess_env, tiny
+from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slurm
 

@@ -34,6 +34,7 @@ SECTION = ConfigDict(extra="forbid")
 
 
 TORCHVISION_NAMES = ("mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "svhn")
+JUNK_KINDS = ("gaussian", "uniform", "blank", "saturated", "shuffled", "letters", "shapes", "fragments")  # plabel/data/junk.py
 
 
 @dataclass
@@ -82,10 +83,20 @@ class DataConfig:
         "size every image is resized to: N (square) or [H, W]; None = what the model wants (a pretrained model's "
         "input size; a fixed-size model's size), else the data's own size (its first image)",
     )
+    junk_share: float = _f(
+        0.0,
+        "benchmark a dirty pool: add junk images (no class; a pseudo-label on one is always wrong) until they are "
+        "this share of the pool (0.3 = 30%%); never in the labeled or test set",
+    )
+    junk_kinds: list[str] = _f(
+        ["gaussian", "uniform", "blank", "saturated", "shuffled", "letters", "shapes", "fragments"],
+        "kinds of junk, in turn: gaussian/uniform noise, blank/saturated images, shuffled (a digit's pixels "
+        "permuted), letters (another domain), shapes (geometric), fragments (a zoomed-in piece of a digit)",
+    )
     augment: Literal["none", "light", "strong"] = _f(
         "light",
         "training augmentation: none; light = small affine (grey images, e.g. digits) / crop + flip (colour: padded "
-        "random crop up to 64 px, random-resized crop above); strong adds more (colour jitter)",
+        "random crop up to 64 px, random-resized crop above); strong: larger moves (colour jitter) and cutout",
     )
     num_workers: int = _f(0, "DataLoader workers per process (0 = load in the training process)")
     persistent_workers: bool = _f(False, "keep DataLoader workers alive between epochs (needs num_workers > 0)")
@@ -106,6 +117,11 @@ class DataConfig:
         _non_negative("data.num_workers", self.num_workers)
         if self.persistent_workers and self.num_workers == 0:
             raise ConfigError("data.persistent_workers: needs data.num_workers > 0")
+        if not 0 <= self.junk_share < 1:
+            raise ConfigError(f"data.junk_share: must be in [0, 1), got {self.junk_share}")
+        unknown = [k for k in self.junk_kinds if k not in JUNK_KINDS]
+        if unknown or not self.junk_kinds:
+            raise ConfigError(f"data.junk_kinds: unknown {unknown or 'empty list'}; choose from {', '.join(JUNK_KINDS)}")
         if self.image_size is not None:
             sizes = self.image_size if isinstance(self.image_size, list) else [self.image_size]
             if len(sizes) not in (1, 2) or min(sizes) < 1:
@@ -179,6 +195,11 @@ class TrainConfig:
         "scoring batch: the pool and test set are cut into batches of this many consecutive samples, and "
         "each process scores whole batches (so a sample's scores do not depend on the process count)",
     )
+    compile: bool = _f(
+        False,
+        "torch.compile the model for training and scoring: the first step (and the first scoring batch) compile, "
+        "which the run reports; worth it for long runs on GPUs",
+    )
     sync_batchnorm: bool = _f(
         True,
         "with several processes, BatchNorm normalises with the global batch's statistics (one all-reduce per "
@@ -220,10 +241,31 @@ class PseudoConfig:
         [20.0, 40.0, 60.0, 80.0],
         "percent of the whole pool selected per round (lowest entropy): one number, or one per round",
     )
-    score: Literal["entropy", "max_probability", "margin", "random"] = _f(
+    score: Literal["entropy", "max_probability", "margin", "energy", "random"] = _f(
         "entropy",
-        "what ranks the pool: entropy (lowest first), max_probability or margin (highest first), or random "
-        "(the baseline: same counts, random samples)",
+        "what ranks the pool: entropy (lowest first), max_probability or margin (highest first), energy "
+        "(-logsumexp of the logits, lowest first), or random (the baseline: same counts, random samples)",
+    )
+    calibrate: bool = _f(
+        False,
+        "before ranking, fit a temperature on the labeled set (its augmented views: the model has memorised the "
+        "clean ones) and score softmax(logits / T); it changes entropy's order, not max_probability's",
+    )
+    teacher: Literal["model", "ema"] = _f(
+        "model", "what scores the pool: the model, or an exponential moving average of its weights (Mean Teacher)"
+    )
+    ema_decay: float = _f(0.99, "teacher ema: weight of the average at each optimizer step (0.99: about the last 100 steps)")
+    guard: Literal["none", "knn"] = _f(
+        "none",
+        "a junk guard that does not trust the softmax: knn = a pool sample is never selected when the cosine "
+        "similarity of its features (the classifier's input) to the nearest labeled sample is below the "
+        "guard_quantile of the labeled samples' own nearest-neighbour similarities (KNN out-of-distribution score)",
+    )
+    guard_quantile: float = _f(0.05, "knn guard: the quantile of the labeled set's nearest-neighbour similarities used as threshold")
+    augment: Literal["same", "strong"] = _f(
+        "same",
+        "augmentation of the pseudo-labeled batch: same as the labeled batch, or strong (FixMatch / Noisy Student: "
+        "the pseudo-label comes from the clean view, the loss from a strongly augmented one)",
     )
     accumulate: bool = _f(
         False,
@@ -260,6 +302,10 @@ class PseudoConfig:
         if not 0 < self.eps < 1e-3:
             raise ConfigError(f"pseudo.eps: must be in (0, 1e-3), got {self.eps}")
         _non_negative("pseudo.alpha_max", self.alpha_max)
+        if not 0 < self.ema_decay < 1:
+            raise ConfigError(f"pseudo.ema_decay: must be in (0, 1), got {self.ema_decay}")
+        if not 0 <= self.guard_quantile < 1:
+            raise ConfigError(f"pseudo.guard_quantile: must be in [0, 1), got {self.guard_quantile}")
         _non_negative("pseudo.alpha_ramp_epochs", self.alpha_ramp_epochs)
         _non_negative("pseudo.lee_t1", self.lee_t1)
         if self.alpha_schedule == "lee" and self.lee_t2 <= self.lee_t1:
@@ -298,10 +344,16 @@ class CheckpointConfig:
 
     every_steps: int = _f(0, "also checkpoint every this many optimizer steps (0 = only at epoch and round ends)")
     keep: int = _f(2, "newest checkpoints kept; older ones are deleted once a newer one is complete")
+    stop_check_every: int = _f(
+        10,
+        "with several processes, look for a preemption signal every this many steps and at every epoch end (each look "
+        "is an all-reduce the host waits for); one process looks at every step, for free",
+    )
 
     def validate(self) -> None:
         _non_negative("checkpoint.every_steps", self.every_steps)
         _positive("checkpoint.keep", self.keep)
+        _positive("checkpoint.stop_check_every", self.stop_check_every)
 
 
 @dataclass

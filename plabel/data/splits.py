@@ -108,6 +108,15 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
         raise ConfigError(
             "data.labeled_per_class: no sample is left for the unlabeled pool; lower labeled_per_class or data.test_holdout"
         )
+    if cfg.junk_share > 0:  # a dirty pool: junk joins the pool only (labels JUNK), after the split
+        from plabel.data.junk import JunkedSource, junk_count
+
+        count = junk_count(int(pool_indices.numel()), cfg.junk_share)
+        base_size = len(train)
+        train = JunkedSource(train, count, cfg.junk_kinds, seed)
+        pool_indices = torch.cat([pool_indices, torch.arange(base_size, base_size + count)])
+        if cfg.test.source == "holdout":
+            test = train  # the same images; the held-out indices are all below base_size
     return Splits(train, test, labeled_indices, pool_indices, test_indices, num_classes)
 
 

@@ -88,7 +88,10 @@ def build_transform(data_channels: int, spec: InputSpec, augment: str, train: bo
                 steps.append(v2.ColorJitter(0.4, 0.4, 0.4, 0.1))
     if spec.channels != data_channels:
         steps.append(RepeatChannels(spec.channels))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(spec.mean), list(spec.std))]
+    steps.append(v2.ToDtype(torch.float32, scale=True))
+    if augmenting and augment == "strong":  # cutout, as FixMatch's strong augmentation ends with
+        steps.append(v2.RandomErasing(p=0.5, scale=(0.02, 0.15), value=0.0))
+    steps.append(v2.Normalize(list(spec.mean), list(spec.std)))
     return v2.Compose(steps)
 
 

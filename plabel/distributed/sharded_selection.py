@@ -39,7 +39,8 @@ INELIGIBLE_KEY = torch.iinfo(torch.int32).max
 NO_THRESHOLD = torch.iinfo(torch.int32).min  # a class with nothing to pick: no eligible key is below it
 BUCKETS = 256  # one key byte per pass
 SHIFTS = (24, 16, 8, 0)  # byte positions, most significant first
-CHUNK = 1 << 18  # samples per sweep step: bounds the temporaries (a few MiB) whatever the shard size
+CHUNK = 1 << 18  # samples per sweep step on the CPU: bounds the temporaries (a few MiB) whatever the shard size
+GPU_CHUNK = 1 << 24  # on a GPU, fewer and larger steps: launches, not memory, are what costs there
 
 
 def order_keys(scores: torch.Tensor) -> torch.Tensor:
@@ -70,11 +71,12 @@ class _Shard:
     def chunks(self, with_labels: bool) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
         """(offset, keys, labels now) per CHUNK of the shard; labels only when ``with_labels``."""
         n = self.scores.numel()
-        for lo in range(0, max(n, 1), CHUNK):  # an empty shard still yields one (empty) chunk
-            hi = min(lo + CHUNK, n)
+        step = CHUNK if self.scores.device.type == "cpu" else GPU_CHUNK
+        for lo in range(0, max(n, 1), step):  # an empty shard still yields one (empty) chunk
+            hi = min(lo + step, n)
             keys = order_keys(self.scores[lo:hi])
             labels = self.predictions[lo:hi] if with_labels else None
-            a, b = torch.searchsorted(self.frozen_pos, torch.tensor([lo, hi])).tolist()
+            a, b = torch.searchsorted(self.frozen_pos, torch.tensor([lo, hi], device=self.frozen_pos.device)).tolist()
             if b > a:
                 at = self.frozen_pos[a:b] - lo
                 keys[at] = INELIGIBLE_KEY
@@ -101,9 +103,10 @@ def _local_problem(
         return f"scores must be float32 (or half, upcast exactly), got {local_scores.dtype}"
     if n:
         start = int(local_indices[0])
-        for lo in range(0, n, CHUNK):  # chunked so the check allocates no shard-sized arange
-            hi = min(lo + CHUNK, n)
-            if not torch.equal(local_indices[lo:hi].long(), torch.arange(start + lo, start + hi)):
+        step = CHUNK if local_indices.device.type == "cpu" else GPU_CHUNK
+        for lo in range(0, n, step):  # chunked so the check allocates no shard-sized arange
+            hi = min(lo + step, n)
+            if not torch.equal(local_indices[lo:hi].long(), torch.arange(start + lo, start + hi, device=local_indices.device)):
                 return "local_indices is not a contiguous ascending range (use plabel.distributed.collectives.shard_range)"
     labels = [local_predictions]
     if previous_local is not None:
@@ -178,7 +181,7 @@ def _first_ties(
     cls = tie_classes[order]
     per_class = torch.bincount(cls, minlength=quota.numel())
     run_start = torch.cumsum(per_class, 0) - per_class
-    seat = torch.arange(order.numel()) - run_start[cls] + taken[cls]  # 0-based rank among this rank's ties
+    seat = torch.arange(order.numel(), device=order.device) - run_start[cls] + taken[cls]  # 0-based rank among this rank's ties
     return tie_pos[order[seat < quota[cls]]], taken + per_class
 
 
@@ -191,10 +194,10 @@ def _radix_select(
     ``want`` (classes,) is at most each class's eligible count. Every process must call this with
     the same ``top_hist`` and ``want`` (they come from an all-reduce), so all take the same path.
     """
-    classes = want.numel()
+    classes, device = want.numel(), want.device
     active = want > 0
     if not bool(active.any()):
-        return torch.empty(0, dtype=torch.long)
+        return torch.empty(0, dtype=torch.long, device=device)
     bucket, want = _descend(top_hist, want)
     # prefix[c] = the key bytes fixed so far for class c, i.e. what keys >> shift must equal.
     # 128 is out of range for an arithmetic-shifted top byte, so inactive classes match nothing.
@@ -211,7 +214,7 @@ def _radix_select(
         if labels is not None:
             cand_classes.append(labels[match].long())
         else:
-            cand_classes.append(torch.zeros(int(match.sum()), dtype=torch.long))
+            cand_classes.append(torch.zeros(int(match.sum()), dtype=torch.long, device=device))
     keys = torch.cat(cand_keys)
     key_classes = torch.cat(cand_classes)
 
@@ -232,7 +235,7 @@ def _radix_select(
     quota = (want - ties_before).clamp(min=0).minimum(local_ties)
 
     picked: list[torch.Tensor] = []
-    taken = torch.zeros(classes, dtype=torch.long)
+    taken = torch.zeros(classes, dtype=torch.long, device=device)
     scalar_threshold = int(threshold[0])
     for lo, keys, labels in shard.chunks(with_labels=class_balanced):
         t = threshold[labels] if labels is not None else scalar_threshold
@@ -257,6 +260,7 @@ def select_pseudo_labels_sharded(
     num_classes: int,
     class_balanced: bool = False,
     previous_local: tuple[torch.Tensor, torch.Tensor] | None = None,
+    of_eligible: bool = False,
     traffic: Traffic | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """This process's part of the global pseudo-label selection: (pool indices ascending, labels).
@@ -265,14 +269,16 @@ def select_pseudo_labels_sharded(
     this shard, for any world size; concatenating over ranks in rank order gives the whole
     selection (see :func:`all_gather_selected`). ``local_indices`` must be this process's
     contiguous range (:func:`plabel.distributed.collectives.shard_range`), with scores (float32) and
-    predictions (n_local,) in that order, all CPU tensors (only the small collective payloads move
-    to ``accelerator.device``). ``previous_local`` is this process's part of the earlier
+    predictions (n_local,) in that order, all on one device (CPU in a run; a GPU works too, and the
+    collective payloads move to ``accelerator.device`` either way). ``previous_local`` is this process's part of the earlier
     selection (indices, labels): those keep their labels, count toward the targets, and only the
-    shortfall is picked from the rest. ``traffic``, if given, accumulates the collective bytes.
+    shortfall is picked from the rest. ``of_eligible``: k% of the pickable samples (see the
+    reference). ``traffic``, if given, accumulates the collective bytes.
 
     Every process must call this (it runs collectives); bad inputs on any rank raise on all.
     """
     comm = Comm(accelerator, traffic)
+    device = local_scores.device
     problem = _local_problem(
         local_indices, local_scores, local_predictions, previous_local, num_classes, class_balanced
     )
@@ -282,7 +288,7 @@ def select_pseudo_labels_sharded(
         pos, order = torch.sort(previous_local[0].long() - start)
         frozen_labels = previous_local[1][order].to(local_predictions.dtype)
     else:
-        pos = torch.empty(0, dtype=torch.long)
+        pos = torch.empty(0, dtype=torch.long, device=device)
         frozen_labels = local_predictions[:0]
     shard = _Shard(local_scores.contiguous(), local_predictions, start, pos, frozen_labels)
     classes = num_classes if class_balanced else 1
@@ -290,7 +296,7 @@ def select_pseudo_labels_sharded(
     # Sweep: per class, a histogram of the top key byte plus bin 256 for ineligible samples (so a
     # row sums to the class size), then the frozen count; one all-reduce for all of it.
     bins = BUCKETS + 1
-    hist = torch.zeros(classes * bins, dtype=torch.long)
+    hist = torch.zeros(classes * bins, dtype=torch.long, device=device)
     for _, keys, labels in shard.chunks(with_labels=class_balanced):
         digit = ((keys >> 24) + 128).masked_fill_(keys == INELIGIBLE_KEY, BUCKETS).long()
         if labels is not None:
@@ -299,14 +305,17 @@ def select_pseudo_labels_sharded(
     if class_balanced:
         frozen_local = torch.bincount(frozen_labels.long(), minlength=classes)
     else:
-        frozen_local = torch.tensor([pos.numel()])
+        frozen_local = torch.tensor([pos.numel()], device=device)
     totals = comm.sum(torch.cat([hist, frozen_local]))
     hist = totals[: classes * bins].view(classes, bins)
     frozen = totals[classes * bins :]
 
-    sizes = hist.sum(1).tolist() if class_balanced else [pool_size]
-    targets = torch.tensor([num_to_select(int(s), percent) for s in sizes], dtype=torch.long)
     eligible = hist[:, :BUCKETS].sum(1)
+    if of_eligible:  # k% of what can be picked, plus earlier picks (see the reference)
+        sizes = (eligible + frozen).tolist()
+    else:
+        sizes = hist.sum(1).tolist() if class_balanced else [pool_size]
+    targets = torch.tensor([num_to_select(int(s), percent) for s in sizes], dtype=torch.long, device=device)
     # Capped by the eligible count: the reference picks fewer when fewer are eligible.
     want = (targets - frozen).clamp(min=0).minimum(eligible)
     new_pos = _radix_select(comm, shard, hist[:, :BUCKETS], want, class_balanced)

@@ -37,8 +37,21 @@ CURRICULUM = "[20, 40, 60, 80, 100]"
 # model, global selection, linear alpha ramp, --epochs x --steps-per-epoch per round, unless the
 # row says otherwise. The DEFAULT_ROWS start from train.py's own configuration, budget included
 # ("default" is it untouched apart from the test set: the run the README's targets are about).
-DEFAULT_ROWS = ("default", "default_nobn", "default_supervised")
+DIRTY_ROWS = (  # the shipped configuration with one option changed: the dirty-pool sweep (--junk-share)
+    "default_random", "default_guard", "default_guard_random", "default_energy", "default_calibrated",
+    "default_ema", "default_strong", "default_best",
+)
+DEFAULT_ROWS = ("default", "default_nobn", "default_supervised", *DIRTY_ROWS)
+GUARD = ["--pseudo.guard", "knn"]
 ROWS: dict[str, tuple[str, list[str]]] = {
+    "default_random": ("the shipped default, random samples instead of entropy (same k of the whole pool)", ["--pseudo.score", "random"]),
+    "default_guard": ("the shipped default + the knn junk guard (k% of what it lets through)", GUARD),
+    "default_guard_random": ("random samples among what the knn guard lets through: default_guard's counts", [*GUARD, "--pseudo.score", "random"]),
+    "default_energy": ("the shipped default, ranked by energy (-logsumexp) instead of entropy", ["--pseudo.score", "energy"]),
+    "default_calibrated": ("the shipped default, entropy after a temperature fitted on the labeled set", ["--pseudo.calibrate", "true"]),
+    "default_ema": ("the shipped default, the pool scored by an EMA teacher (decay 0.99)", ["--pseudo.teacher", "ema"]),
+    "default_strong": ("the shipped default, loss on strongly augmented views of the pseudo-labeled samples", ["--pseudo.augment", "strong"]),
+    "default_best": ("the shipped default + knn guard + EMA teacher + strong augmentation", [*GUARD, "--pseudo.teacher", "ema", "--pseudo.augment", "strong"]),
     "default": ("the shipped default: entropy, class-balanced, k 20→80%, 4 rounds, its own budget", []),
     "default_nobn": ("the shipped default with model.name small_cnn_nobn (no BatchNorm)", ["--model.name", "small_cnn_nobn"]),
     "default_supervised": (
@@ -96,7 +109,8 @@ def corrupted_accuracy(run_dir: Path) -> float:
     model, spec = load_run_model(run_dir, cfg, info)
     test_tf = source_transform(splits.test_source, spec, "none", train=False)
     test = IndexedImages(splits.test_source, splits.test_source_indices, test_tf)
-    scores = score_dataset(Accelerator(cpu=not torch.cuda.is_available()), model, CorruptedImages(test), ScorePlan(512, cfg.pseudo.eps))
+    plan = ScorePlan(512, cfg.pseudo.eps, label="corrupted test set")
+    scores = score_dataset(Accelerator(cpu=not torch.cuda.is_available()), model, CorruptedImages(test), plan)
     return accuracy(scores)
 
 
@@ -106,6 +120,11 @@ def row_overrides(row: str, epochs: int) -> list[str]:
     if row == "supervised":  # the same number of optimizer steps, all in round 0
         overrides += ["--train.epochs", str(epochs * (ROUNDS + 1))]
     return overrides
+
+
+def _mean_of(values: Any) -> Optional[float]:
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present else None
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -141,6 +160,8 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
         common += ["--data.test.source", "idx", "--data.test.root", args.test_root, "--data.test.split", "test"]
     if args.pool_limit:
         common += ["--data.pool_limit", str(args.pool_limit)]
+    if args.junk_share:
+        common += ["--data.junk_share", str(args.junk_share)]
     ablation_base = [
         "--train.epochs", str(args.epochs), "--train.steps_per_epoch", str(args.steps_per_epoch),
         "--pseudo.rounds", str(ROUNDS), "--pseudo.top_k_percent", CURRICULUM, "--pseudo.class_balanced", "false",
@@ -174,9 +195,8 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
             runs = [summaries[(labels, row, seed)] for seed in args.seeds]
             rounds = len(runs[0]["rounds"])
             per_round_acc = [statistics.fmean(r["rounds"][i]["test_accuracy"] for r in runs) for i in range(rounds)]
-            per_round_precision = [
-                statistics.fmean(r["rounds"][i]["pseudo_label_precision"] for r in runs) if i else None for i in range(rounds)
-            ]
+            per_round_precision = [_mean_of(r["rounds"][i].get("pseudo_label_precision") for r in runs) for i in range(rounds)]
+            dirty = any(rr.get("junk_share") is not None for r in runs for rr in r["rounds"])
             histogram = None
             last_csv = out / f"labels{labels}" / row / f"seed{args.seeds[-1]}" / f"pseudo_labels_round{rounds - 1:02d}.csv"
             if rounds > 1 and last_csv.is_file():
@@ -193,14 +213,23 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
                 ),
                 "accuracy_per_round": per_round_acc, "precision_per_round": per_round_precision,
                 "min_precision_any_round_any_seed": min(
-                    (rr["pseudo_label_precision"] for r in runs for rr in r["rounds"][1:]), default=None
+                    (rr["pseudo_label_precision"] for r in runs for rr in r["rounds"][1:] if rr["pseudo_label_precision"] is not None),
+                    default=None,
                 ),
                 "last_selection_class_histogram_seed_last": histogram,
                 "baseline_accuracy": _mean_std([r["baseline_accuracy"] for r in runs]),
                 "budget_steps": runs[0]["budget_steps"],
                 "wall_time_s": sum(r["wall_time_s"] for r in runs),
                 "cpu_time_s": sum(r["sweep_cpu_time_s"] for r in runs),
+                "pseudo_labeled_per_round": [_mean_of(r["rounds"][i]["pseudo_labeled"] for r in runs) for i in range(rounds)],
             }
+            if dirty:  # the junk share of each round's selection (its worst seed) and precision on real digits
+                results["rows"][f"{labels}/{row}"].update({
+                    "worst_junk_share_per_round": [
+                        max((r["rounds"][i].get("junk_share") or 0.0 for r in runs), default=None) if i else None for i in range(rounds)
+                    ],
+                    "precision_real_per_round": [_mean_of(r["rounds"][i].get("precision_real") for r in runs) for i in range(rounds)],
+                })
     results["total_wall_time_s"] = round(time.time() - started, 1)
     results["total_cpu_time_s"] = round(sum(r["cpu_time_s"] for r in results["rows"].values()), 1)
     return results
@@ -222,6 +251,16 @@ def write_report(results: dict[str, Any], out: Path) -> None:
             f"| {worst} "
             f"| {100 * r['corrupted_accuracy'][0]:.2f} ± {100 * r['corrupted_accuracy'][1]:.2f} | {precision} | {len(r['seeds'])} |"
         )
+    dirty = [r for r in results["rows"].values() if "worst_junk_share_per_round" in r]
+    if dirty:
+        lines += ["", "Dirty pool, per round 1 … (junk share of the selection: worst seed; precision on the real digits "
+                  "selected, and pseudo-labels selected: mean of seeds):", "",
+                  "| labels/class | row | junk share of selection (%) | precision on real digits (%) | selected |", "|---|---|---|---|---|"]
+        for r in dirty:
+            junk = " / ".join(f"{100 * j:.2f}" for j in r["worst_junk_share_per_round"][1:])
+            real = " / ".join("-" if p is None else f"{100 * p:.1f}" for p in r["precision_real_per_round"][1:])
+            counts = " / ".join(f"{c:.0f}" for c in r["pseudo_labeled_per_round"][1:])
+            lines.append(f"| {r['labels_per_class']} | {r['row']} | {junk} | {real} | {counts} |")
     lines += ["", "Pseudo-labels per class in the last round's selection (last seed):", "",
               "| labels/class | row | class 0 … 9 |", "|---|---|---|"]
     for r in results["rows"].values():
@@ -279,6 +318,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--steps-per-epoch", type=int, default=30, help="steps per epoch (default: 30)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, the cores split between them (default: 1)")
     parser.add_argument("--pool-limit", type=int, default=None, help="cap the unlabeled pool (smoke runs)")
+    parser.add_argument("--junk-share", type=float, default=0.0,
+                        help="a dirty pool: junk images added until they are this share of it (data.junk_share; default 0)")
     args = parser.parse_args(argv)
     results = run_sweep(args)
     write_report(results, Path(args.out))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -49,8 +50,10 @@ from plabel.experiments.entropy_probe import (
     plot_entropy_per_sample,
     summarize_entropy,
 )
+from plabel.method.scores import ranking_scores
 from plabel.models.prepare import prepare_model
 from plabel.trainer.loop import RoundPosition, TrainPlan, train_round
+from plabel.trainer.round_selection import LabeledViews, SelectionRequest, prepare_plan
 from plabel.trainer.scoring_pass import ScorePlan, accuracy, score_dataset
 from plabel.trainer.setup import build_accelerator, check_num_classes, loader_options, make_optimizer, run_facts
 from plabel.trainer.tracking import start_trackers
@@ -173,6 +176,15 @@ def entropy_report(cfg: RunConfig, options: EntropyReportOptions, config_name: s
     probe = ValidationAndNoise(validation, options.noise, cfg.seed)
     scores = score_dataset(accelerator, model, probe, score_plan)
     entropy, source = scores["entropy"], scores["label"]
+    # The order a run's selection would put them in: its score, temperature and junk guard (a
+    # guarded sample is never selected: it goes last). Without either option this is entropy.
+    request = SelectionRequest.for_round(cfg, 1, num_classes, None)
+    labeled_views = LabeledViews(IndexedImages(splits.train_source, splits.labeled_source_indices, eval_tf), labeled)
+    selection_plan, guard_threshold, _ = prepare_plan(accelerator, model, labeled_views, request, score_plan)
+    selection_scores = score_dataset(accelerator, model, probe, selection_plan) if selection_plan != score_plan else scores
+    ranking = ranking_scores(selection_scores, torch.arange(len(probe)), cfg.pseudo.score, cfg.seed, 1)
+    if "similarity" in selection_scores:
+        ranking = torch.where(selection_scores["similarity"] >= guard_threshold, ranking, torch.full_like(ranking, math.inf))
 
     report: dict[str, Any] = {
         "noise": options.noise,
@@ -180,6 +192,12 @@ def entropy_report(cfg: RunConfig, options: EntropyReportOptions, config_name: s
         "rank_note": "ranks are positions in entropy_sorted.txt (ascending entropy, ties by sample position); "
         "0based counts from 0, 1based from 1",
         **summarize_entropy(entropy, source),
+        "selection_order": {
+            "note": "the order the run's selection rule (pseudo.score, pseudo.calibrate, pseudo.guard) puts the samples in; "
+            "a sample the junk guard rejects is last",
+            "rule": {"score": cfg.pseudo.score, "calibrate": cfg.pseudo.calibrate, "guard": cfg.pseudo.guard},
+            **summarize_entropy(ranking, source),
+        },
         "validation_accuracy": accuracy(test_scores),
         "validation_accuracy_note": f"accuracy of the round-0 model on the whole test split ({len(test)} images)",
         "validation_accuracy_scored_samples": accuracy({k: v[:n] for k, v in test_scores.items()}),
@@ -223,7 +241,10 @@ def entropy_report(cfg: RunConfig, options: EntropyReportOptions, config_name: s
             position.global_step,
         )
 
-    share = report["lowest_10_percent"]
+    share, chosen = report["lowest_10_percent"], report["selection_order"]["lowest_10_percent"]
+    if (cfg.pseudo.score, cfg.pseudo.calibrate, cfg.pseudo.guard) != ("entropy", False, "none"):
+        print_once(accelerator, f"selection order ({cfg.pseudo.score}, calibrate {cfg.pseudo.calibrate}, guard "
+                   f"{cfg.pseudo.guard}): noise in the lowest 10%: {chosen['noise_count']}/{chosen['count']}")
     print_once(
         accelerator,
         f"first noise sample at rank {report['first_noise_rank_1based']} of {2 * n} (1-based); "

@@ -22,6 +22,36 @@ def max_probability(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits.float(), dim=1).max(dim=1).values
 
 
+def energy(logits: torch.Tensor) -> torch.Tensor:
+    """Free energy -logsumexp(logits) per row, (batch,): lower = the network responds more strongly
+    (Liu et al. 2020); unlike the softmax it keeps the logits' scale."""
+    return -torch.logsumexp(logits.float(), dim=1)
+
+
+def nearest_similarity(features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of each row of ``features`` (batch, d) to its nearest row of ``reference``
+    (n, d, unit rows): the KNN out-of-distribution score (Sun et al. 2022) with k = 1, (batch,)."""
+    unit = torch.nn.functional.normalize(features.float().flatten(1), dim=1)
+    return (unit @ reference.T.to(unit)).max(dim=1).values
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, steps: int = 100) -> float:
+    """The temperature T minimising the cross-entropy of softmax(logits / T) (Guo et al. 2017),
+    kept in [0.05, 20]. ``logits`` (n, classes), ``labels`` (n,)."""
+    log_t = torch.zeros((), requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=steps)
+    logits, labels = logits.detach().float(), labels.long()
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
+
+
 def margin(logits: torch.Tensor) -> torch.Tensor:
     """Top-1 minus top-2 softmax probability per row, (batch,)."""
     top2 = torch.softmax(logits.float(), dim=1).topk(2, dim=1).values
@@ -55,12 +85,14 @@ def random_scores(indices: torch.Tensor, seed: int, salt: int) -> torch.Tensor:
 
 
 def ranking_scores(columns: dict[str, torch.Tensor], indices: torch.Tensor, kind: str, seed: int, round_index: int) -> torch.Tensor:
-    """Lower = picked first. entropy; max_probability and margin negated (higher = surer);
+    """Lower = picked first. entropy and energy; max_probability and margin negated (higher = surer);
     random: the baseline with the same counts. NaN/Inf entropies stay non-finite so they are
     never selected under any ranking."""
     if kind == "entropy":
         return columns["entropy"]
-    if kind == "max_probability":
+    if kind == "energy":
+        scores = columns["energy"]
+    elif kind == "max_probability":
         scores = -columns["max_probability"]
     elif kind == "margin":
         scores = -columns["margin"]

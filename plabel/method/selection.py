@@ -59,6 +59,7 @@ def select_pseudo_labels(
     num_classes: int,
     class_balanced: bool = False,
     previous: Selection | None = None,
+    of_eligible: bool = False,
 ) -> Selection:
     """Lowest-score ``percent`` of the pool with argmax labels.
 
@@ -66,6 +67,8 @@ def select_pseudo_labels(
     Class-balanced mode picks floor(n_c*k/100) in each predicted class c, so a class the model
     is unsure of is not crowded out. With ``previous`` (accumulating rounds), earlier picks keep
     their first labels and count toward the targets; only the shortfall is filled from the rest.
+    ``of_eligible``: N (and n_c) count only the samples that can be picked (a finite score) or
+    were picked before: k% of what a junk guard lets through, not of the whole pool.
     """
     pool_size = scores.numel()
     labels_now = predictions.clone()
@@ -73,16 +76,17 @@ def select_pseudo_labels(
     if previous is not None and len(previous):
         frozen[previous.indices] = True
         labels_now[previous.indices] = previous.labels
+    counted = (torch.isfinite(scores) | frozen) if of_eligible else torch.ones(pool_size, dtype=torch.bool)
     chosen = [previous.indices] if previous is not None and len(previous) else []
     if class_balanced:
         for c in range(num_classes):
             in_class = labels_now == c
-            target = num_to_select(int(in_class.sum()), percent)
+            target = num_to_select(int((in_class & counted).sum()), percent)
             shortfall = target - int((frozen & in_class).sum())
             if shortfall > 0:
                 chosen.append(select_lowest(scores, shortfall, in_class & ~frozen))
     else:
-        shortfall = num_to_select(pool_size, percent) - int(frozen.sum())
+        shortfall = num_to_select(int(counted.sum()), percent) - int(frozen.sum())
         if shortfall > 0:
             chosen.append(select_lowest(scores, shortfall, ~frozen))
     if not chosen:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from plabel.config import ConfigError
+from plabel.models.features import classifier_module
 from plabel.models.names import check_model_name
 
 TIMM_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's hub loader tries, in order
@@ -116,17 +117,13 @@ def read_weights(path: str) -> dict[str, torch.Tensor]:
 
 
 def classifier_names(model: nn.Module, num_classes: int) -> set[str]:
-    """State-dict names of the classifier head: the parameters of the last layer whose weight has
-    ``num_classes`` outputs (a Linear, or SqueezeNet's final 1x1 convolution)."""
-    heads = [
-        name for name, module in model.named_modules()
-        if isinstance(getattr(module, "weight", None), torch.Tensor) and module.weight.dim() >= 2
-        and module.weight.shape[0] == num_classes
-    ]
-    if not heads:
+    """State-dict names of the classifier head's parameters (see :func:`classifier_module`)."""
+    try:
+        name, module = classifier_module(model, num_classes)
+    except ValueError:
         return set()
-    prefix = f"{heads[-1]}." if heads[-1] else ""
-    return {f"{prefix}{p}" for p, _ in model.get_submodule(heads[-1]).named_parameters(recurse=False)}
+    prefix = f"{name}." if name else ""
+    return {f"{prefix}{p}" for p, _ in module.named_parameters(recurse=False)}
 
 
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor], where: str, num_classes: int) -> list[str]:

@@ -7,6 +7,7 @@ same samples (with the same augmentation, alpha and learning rate) on any number
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
@@ -114,11 +115,14 @@ def train_round(
     position: RoundPosition,
     log: Callable[[dict[str, float], int], None],
     after_step: Callable[[RoundPosition, bool], None] = lambda position, epoch_ended: None,
+    step_times: Optional[list[float]] = None,
 ) -> RoundPosition:
     """Train one round from ``position`` (which may be mid-epoch, after a restart).
 
     ``after_step(position, epoch_ended)`` runs after every optimizer step with the position
-    already advanced (checkpointing and preemption live there). Returns the final position.
+    already advanced (checkpointing and preemption live there). ``step_times`` collects each
+    step's host time (the first includes torch.compile's compilation). Nothing in a step waits
+    for the device except at logging steps (``.item()``). Returns the final position.
     """
     train_cfg, pseudo_cfg, seed, options = plan.train, plan.pseudo, plan.seed, plan.options
     steps = train_cfg.steps_per_epoch
@@ -134,7 +138,7 @@ def train_round(
     # that must see the global batch (plabel.distributed.global_batch).
     n_l, n_p = train_cfg.batch_size, train_cfg.pseudo_batch_size if pseudo_loader is not None else 0
     part_l, part_p = split_range(n_l, world, rank), split_range(n_p, world, rank)
-    rows = torch.cat([torch.arange(part_l.start, part_l.stop), n_l + torch.arange(part_p.start, part_p.stop)])
+    rows = torch.cat([torch.arange(part_l.start, part_l.stop), n_l + torch.arange(part_p.start, part_p.stop)]).to(device)
     # Each process's share of the global means; DDP averages gradients, so the loss it backpropagates
     # is scaled by the world size: the gradient is that of the global batch's loss.
     share_l, share_p = len(part_l) / n_l, (len(part_p) / n_p if n_p else 1.0)
@@ -155,6 +159,7 @@ def train_round(
         pseudo_iter = _set_epoch(pseudo_loader, epoch_id, position.step_in_epoch) if pseudo_loader is not None else None
         epoch = position.epoch
         while position.epoch == epoch:
+            started = time.perf_counter()
             x_l, y_l, _ = (t.to(device, non_blocking=True) for t in next(labeled_iter))
             x_p, y_p = (None, None)
             if pseudo_iter is not None:
@@ -178,6 +183,8 @@ def train_round(
             position.global_step += 1
             position.step_in_epoch += 1
             progress.update(1)
+            if step_times is not None:
+                step_times.append(time.perf_counter() - started)
             if position.global_step % plan.log_every == 0:
                 log(
                     {

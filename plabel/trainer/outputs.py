@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import torch
 
 from plabel.data.splits import Splits
@@ -27,19 +26,28 @@ class RoundResult:
     pseudo_label_precision: Optional[float]
     test_accuracy: float
     top_k_percent: Optional[float] = None
+    junk_share: Optional[float] = None  # of the selection, when the pool holds junk (data.junk_share)
+    precision_real: Optional[float] = None  # pseudo-label precision on the real (non-junk) samples selected
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The per-round table; a ``junk`` column (share of the selection) when the pool holds junk."""
+    junk = any(r.get("junk_share") is not None for r in rows)
     lines = [
-        "round | k%   | labeled | pseudo | precision | test_acc",
-        "------|------|---------|--------|-----------|---------",
+        "round | k%   | labeled | pseudo | precision | " + ("junk   | " if junk else "") + "test_acc",
+        "------|------|---------|--------|-----------|-" + ("-------|-" if junk else "") + "--------",
     ]
     for r in rows:
         k = "-" if r["top_k_percent"] is None else f"{r['top_k_percent']:g}"
         p = r["pseudo_label_precision"]
         prec = "-" if p is None else f"{100 * p:.2f}%"
+        junk_cell = ""
+        if junk:
+            share = r.get("junk_share")
+            junk_cell = ("-" if share is None else f"{100 * share:.2f}%").rjust(6) + " | "
         lines.append(
-            f"{r['round_index']:5d} | {k:>4} | {r['labeled']:7d} | {r['pseudo_labeled']:6d} | {prec:>9} | {100 * r['test_accuracy']:.2f}%"
+            f"{r['round_index']:5d} | {k:>4} | {r['labeled']:7d} | {r['pseudo_labeled']:6d} | {prec:>9} | {junk_cell}"
+            f"{100 * r['test_accuracy']:.2f}%"
         )
     return "\n".join(lines)
 
@@ -58,16 +66,21 @@ def write_pseudo_labels(path: Path, splits: Splits, selection: Selection, select
 
     ``selected_entropy`` is aligned with ``selection.indices``."""
     idx = selection.indices
-    names = np.asarray(splits.class_names, dtype=object)
-    true = splits.pool_labels[idx].numpy()
+    names = list(splits.class_names)
+    special = {-2: "(junk)", -1: "(unreadable)"}  # plabel.data.junk.JUNK, plabel.data.splits.UNREADABLE
+
+    def name(label: int) -> str:
+        return names[label] if label >= 0 else special.get(label, str(label))
+
+    true = splits.pool_labels[idx].tolist()
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["pool_index", "source_index", "pseudo_label", "entropy", "true_label", "pseudo_label_name", "true_label_name"])
         writer.writerows(
-            zip(
+            (i, source, label, f"{e:.9g}", t, name(label), name(t))
+            for i, source, label, e, t in zip(
                 idx.tolist(), splits.pool_source_indices[idx].tolist(), selection.labels.tolist(),
-                (f"{e:.9g}" for e in selected_entropy.double().tolist()), true.tolist(),
-                names[selection.labels.numpy()].tolist() if len(idx) else [], names[true].tolist() if len(idx) else [],
+                selected_entropy.double().tolist(), true,
             )
         )
 

@@ -10,7 +10,7 @@ every process trains on it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
@@ -18,11 +18,13 @@ from accelerate import Accelerator
 from torch.utils.data import Dataset
 
 from plabel.config import RunConfig
+from plabel.data.junk import JUNK
 from plabel.data.splits import UNREADABLE
-from plabel.distributed.collectives import gather_concat, max_across_processes, sum_across_processes
+from plabel.distributed.collectives import broadcast_buffers, gather_concat, max_across_processes, sum_across_processes
 from plabel.distributed.sharded_selection import all_gather_selected, select_pseudo_labels_sharded
-from plabel.method.scores import ranking_scores
+from plabel.method.scores import fit_temperature, ranking_scores
 from plabel.method.selection import Selection
+from plabel.models.features import capture_features
 from plabel.trainer.faults import fault_point
 from plabel.trainer.scoring_pass import ScorePlan, score_shard
 
@@ -51,13 +53,69 @@ class SelectionRequest:
     score: str  # the ranking, see plabel.method.scores.ranking_scores
     seed: int  # salts the random ranking
     previous: Optional[Selection] = None  # accumulating rounds: earlier picks keep their labels
+    calibrate: bool = False  # fit a temperature on the labeled set's augmented views before ranking
+    guard: str = "none"  # "knn": never select a sample whose features are far from every labeled sample's
+    guard_quantile: float = 0.05
 
     @staticmethod
     def for_round(cfg: RunConfig, round_index: int, num_classes: int, previous: Optional[Selection]) -> "SelectionRequest":
+        p = cfg.pseudo
         return SelectionRequest(
-            round_index, cfg.pseudo.percent_for_round(round_index), num_classes, cfg.pseudo.class_balanced,
-            cfg.pseudo.score, cfg.seed, previous if cfg.pseudo.accumulate else None,
+            round_index, p.percent_for_round(round_index), num_classes, p.class_balanced, p.score, cfg.seed,
+            previous if p.accumulate else None, p.calibrate, p.guard, p.guard_quantile,
         )
+
+
+@dataclass(frozen=True)
+class LabeledViews:
+    """The labeled set as the selection looks at it: clean (the eval transform) and augmented."""
+
+    clean: Dataset
+    augmented: Dataset
+
+
+def _labeled_logits(model: torch.nn.Module, data: Dataset, device: torch.device, num_classes: int) -> tuple[torch.Tensor, ...]:
+    """(logits, labels, features) of every labeled sample, computed alike on every process."""
+    batch = [data[i] for i in range(len(data))]  # type: ignore[arg-type]  # labeled sets are small
+    x = torch.stack([b[0] for b in batch]).to(device)
+    with torch.no_grad(), capture_features(model, num_classes) as features:
+        logits = torch.cat([model(chunk) for chunk in x.split(256)])
+    return logits.float().cpu(), torch.tensor([b[1] for b in batch]), torch.cat(features).float().cpu()
+
+
+def prepare_plan(
+    accelerator: Accelerator, model: torch.nn.Module, labeled: Optional[LabeledViews], request: SelectionRequest,
+    plan: ScorePlan,
+) -> tuple[ScorePlan, float, dict[str, float]]:
+    """The pool's scoring plan for this request: a fitted temperature, the guard's reference
+    features; returns (plan, guard threshold, metrics). Every process computes the same (the
+    labeled set is small, its augmentation seeded by the round)."""
+    metrics: dict[str, float] = {}
+    if labeled is None or (not request.calibrate and request.guard == "none"):
+        return plan, -math.inf, metrics
+    bare = accelerator.unwrap_model(model)
+    broadcast_buffers(accelerator, bare)
+    was_training = bare.training
+    bare.eval()
+    device, c = accelerator.device, request.num_classes
+    if request.calibrate:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(request.seed * 1_000 + request.round_index)
+            views = [_labeled_logits(bare, labeled.augmented, device, c) for _ in range(4)]
+        temperature = fit_temperature(torch.cat([v[0] for v in views]), torch.cat([v[1] for v in views]))
+        plan = replace(plan, temperature=temperature)
+        metrics["select/temperature"] = temperature
+    threshold = -math.inf
+    if request.guard == "knn":
+        _, _, features = _labeled_logits(bare, labeled.clean, device, c)
+        reference = torch.nn.functional.normalize(features, dim=1)
+        own = reference @ reference.T
+        own.fill_diagonal_(-math.inf)  # leave one out: a sample's nearest other labeled sample
+        threshold = float(torch.quantile(own.max(dim=1).values, request.guard_quantile))
+        plan = replace(plan, reference=reference.to(device), num_classes=c)
+        metrics["select/guard_threshold"] = threshold
+    bare.train(was_training)
+    return plan, threshold, metrics
 
 
 def select_for_round(
@@ -67,14 +125,17 @@ def select_for_round(
     pool_labels: torch.Tensor,
     request: SelectionRequest,
     plan: ScorePlan = ScorePlan(),
+    labeled: Optional[LabeledViews] = None,
 ) -> RoundSelection:
     """Score the pool and pick this round's pseudo-labels, identically on every process.
 
-    ``pool_labels`` are the pool's true labels, used only for precision and diagnostics.
-    Statistics are always reported on entropy, whatever ranking picks the samples.
+    ``pool_labels`` are the pool's true labels, used only for precision and diagnostics (and to
+    count junk, label ``JUNK``). Statistics are always reported on entropy, whatever ranking
+    picks the samples. ``labeled`` is needed by calibration and the guard.
     """
     r = request
     pool_size = len(pool)  # type: ignore[arg-type]
+    plan, threshold, extra = prepare_plan(accelerator, model, labeled, r, plan)
     index, columns = score_shard(accelerator, model, pool, plan)
     fault_point(f"scored:{r.round_index}", accelerator)
     start, stop = (int(index[0]), int(index[-1]) + 1) if index.numel() else (0, 0)
@@ -84,9 +145,14 @@ def select_for_round(
         previous_local = (r.previous.indices[mine], r.previous.labels[mine])
     entropy = columns["entropy"]
     ranking = ranking_scores(columns, index, r.score, r.seed, r.round_index)
+    guarded = torch.zeros(index.numel(), dtype=torch.bool)
+    if "similarity" in columns:  # the guard: far from every labeled sample, never selected
+        guarded = ~(columns["similarity"] >= threshold) & torch.isfinite(ranking)
+        ranking = torch.where(guarded, torch.full_like(ranking, float("nan")), ranking)
     local_idx, local_labels = select_pseudo_labels_sharded(
         accelerator, index, ranking, columns["prediction"], pool_size=pool_size, percent=r.percent,
         num_classes=r.num_classes, class_balanced=r.class_balanced, previous_local=previous_local,
+        of_eligible=r.guard != "none",  # k% of what the guard lets through
     )
     selection = all_gather_selected(accelerator, local_idx, local_labels)
     selected_entropy = gather_concat(accelerator, entropy[local_idx - start])
@@ -101,7 +167,8 @@ def select_for_round(
         accelerator,
         torch.tensor(
             [
-                float((~finite & ~unreadable).sum()), float(unreadable.sum()),
+                float((~finite & ~unreadable).sum()), float(unreadable.sum()), float(guarded.sum()),
+                float((guarded & (columns["label"] == JUNK)).sum()),
                 float(entropy[chosen & finite].double().sum()), float((chosen & finite).sum()),
                 float(entropy[~chosen & finite].double().sum()), float((~chosen & finite).sum()),
                 float((columns["prediction"] == columns["label"]).sum()),
@@ -109,7 +176,7 @@ def select_for_round(
             dtype=torch.float64,
         ),
     )
-    nonfinite, unreadable_count, sel_sum, sel_n, rest_sum, rest_n, pool_correct = totals.tolist()
+    nonfinite, unreadable_count, guarded_count, guarded_junk, sel_sum, sel_n, rest_sum, rest_n, pool_correct = totals.tolist()
     local_max = entropy[chosen & finite].max() if bool((chosen & finite).any()) else torch.tensor(-math.inf)
     selected_max = float(max_across_processes(accelerator, local_max.reshape(1).float())[0])
 
@@ -122,7 +189,11 @@ def select_for_round(
     hists = sum_across_processes(accelerator, local_hists.double())
 
     n = len(selection)
+    true_labels = pool_labels[selection.indices]
+    junk = true_labels == JUNK
+    real = int((~junk).sum())
     metrics: dict[str, float] = {
+        **extra,
         "select/num_selected": float(n),
         "select/fraction_of_pool": n / max(1, pool_size),
         "select/nonfinite_scores": nonfinite,
@@ -136,6 +207,17 @@ def select_for_round(
         "select/pool_prediction_accuracy": pool_correct / max(1, pool_size),
         "select/top_k_percent": r.percent,
     }
+    if r.guard != "none":
+        metrics["select/guarded"] = guarded_count
+    if bool((pool_labels == JUNK).any()):  # a dirty pool (data.junk_share): how much junk got through
+        pool_junk = float((pool_labels == JUNK).sum())
+        metrics.update({
+            "select/junk_selected": float(junk.sum()), "select/junk_share": float(junk.sum()) / n if n else 0.0,
+            "select/precision_real": float((selection.labels[~junk] == true_labels[~junk]).double().mean()) if real else math.nan,
+            "select/junk_in_pool": pool_junk,
+        })
+        if r.guard != "none":
+            metrics["select/guarded_junk_share"] = guarded_junk / pool_junk
     class_counts = torch.bincount(selection.labels, minlength=r.num_classes)
     for c in range(r.num_classes):
         metrics[f"select/class_{c}"] = float(class_counts[c])

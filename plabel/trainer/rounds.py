@@ -17,6 +17,7 @@ from typing import Any, Optional
 import torch
 import yaml
 from accelerate import Accelerator
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from plabel.config import RunConfig
 from plabel.data.splits import IndexedImages, Splits
@@ -30,12 +31,15 @@ from plabel.trainer.checkpointer import STATE_FILE, Checkpointer, RunState
 from plabel.trainer.faults import Preempted, fault_point, stop_requested
 from plabel.trainer.loop import RoundPosition, TrainPlan, train_round
 from plabel.trainer.outputs import RoundResult, closing_lines, format_table, log_selection_media, write_pseudo_labels
-from plabel.trainer.round_selection import SelectionRequest, select_for_round
+from plabel.trainer.round_selection import LabeledViews, SelectionRequest, select_for_round
 from plabel.trainer.run_dir import RunDir
 from plabel.trainer.scoring_pass import ScorePlan, accuracy, score_dataset
-from plabel.trainer.setup import loader_options, make_optimizer, reset_optimizer
-from plabel.trainer.setup import run_facts
+from plabel.trainer.setup import loader_options, make_optimizer, reset_optimizer, run_facts
 from plabel.trainer.tracking import Replay, start_trackers, truncate_metrics
+
+
+def _finite_or_none(value: Optional[float]) -> Optional[float]:
+    return value if value is not None and math.isfinite(value) else None
 
 
 def batch_note(cfg: RunConfig, world: int) -> str:
@@ -77,6 +81,12 @@ class RoundRunner:
         eval_tf = source_transform(train_source, spec, cfg.data.augment, train=False)
         test_tf = source_transform(splits.test_source, spec, cfg.data.augment, train=False)
         self.labeled = IndexedImages(train_source, splits.labeled_source_indices, self.train_tf)
+        # Pseudo-labels come from the clean view (the pool's eval transform); with pseudo.augment
+        # strong the loss sees a strongly augmented view of the same sample (FixMatch, Noisy Student).
+        self.pseudo_tf = (
+            source_transform(train_source, spec, "strong", train=True) if cfg.pseudo.augment == "strong" else self.train_tf
+        )
+        self.labeled_views = LabeledViews(IndexedImages(train_source, splits.labeled_source_indices, eval_tf), self.labeled)
         self.pool = IndexedImages(train_source, splits.pool_source_indices, eval_tf, skip_unreadable=True)
         self.test = IndexedImages(splits.test_source, splits.test_source_indices, test_tf)
         for note in prepared.notes:
@@ -93,6 +103,13 @@ class RoundRunner:
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model, self.optimizer = accelerator.prepare(model, make_optimizer(cfg, model))
+        if cfg.train.compile:  # compiled around DDP; unwrap_model keeps the compiled wrapper for scoring
+            self.model = torch.compile(self.model)
+        self.teacher: Optional[AveragedModel] = None
+        if cfg.pseudo.teacher == "ema":  # scores the pool; saved in every checkpoint, so resuming replays it
+            unwrapped = accelerator.unwrap_model(self.model)
+            self.teacher = AveragedModel(unwrapped, multi_avg_fn=get_ema_multi_avg_fn(cfg.pseudo.ema_decay), use_buffers=True)
+            accelerator.register_for_checkpointing(self.teacher)
 
         self.checkpointer = Checkpointer(accelerator, out_dir, cfg.checkpoint, cfg.train.epochs)
         self.selection: Optional[Selection] = None
@@ -131,7 +148,8 @@ class RoundRunner:
         if round_index > 0:
             request = SelectionRequest.for_round(cfg, round_index, self.num_classes, self.selection)
             plan = dataclasses.replace(self.score_plan, label=f"round {round_index}: scoring the pool")
-            picked = select_for_round(accelerator, self.model, self.pool, self.splits.pool_labels, request, plan)
+            scorer = self.teacher.module if self.teacher is not None else self.model
+            picked = select_for_round(accelerator, scorer, self.pool, self.splits.pool_labels, request, plan, self.labeled_views)
             self.selection = picked.selection
             pending.update(picked.metrics)
             if pending["select/nonfinite_scores"] > 0:
@@ -166,9 +184,14 @@ class RoundRunner:
             f"warning: round {round_index}: skipped {len(new)} unreadable pool image(s): {'; '.join(names)}{more}")
 
     def _after_step(self, position: RoundPosition, epoch_ended: bool) -> None:
-        """Fault hook, the checkpoint the checkpointer asks for, and the preemption stop."""
+        """EMA teacher, fault hook, the checkpoint the checkpointer asks for, and the preemption stop."""
+        if self.teacher is not None:
+            self.teacher.update_parameters(self.accelerator.unwrap_model(self.model))
         fault_point(f"step:{position.global_step}", self.accelerator)
-        stop = stop_requested(self.accelerator)
+        # Every process decides alike whether to look; each look is a collective the host waits for.
+        look = (self.accelerator.num_processes == 1 or epoch_ended
+                or position.global_step % self.cfg.checkpoint.stop_check_every == 0)
+        stop = stop_requested(self.accelerator) if look else False
         stage = self.checkpointer.due(position.global_step, position.epoch, epoch_ended, stop)
         if stage is not None:
             self.state.position = dataclasses.asdict(position)
@@ -182,16 +205,21 @@ class RoundRunner:
         pseudo = None
         if round_index > 0 and selection is not None:
             pseudo = IndexedImages(
-                self.splits.train_source, self.splits.pool_source_indices[selection.indices], self.train_tf, labels=selection.labels
+                self.splits.train_source, self.splits.pool_source_indices[selection.indices], self.pseudo_tf, labels=selection.labels
             )
+        step_times: list[float] = []
         try:
             position = train_round(
                 accelerator, self.model, self.optimizer, self.labeled, pseudo, self.plan, RoundPosition(**state.position),
-                self.logger.log, self._after_step,
+                self.logger.log, self._after_step, step_times,
             )
         except Preempted:
             self.logger.close(preempted=True)
             raise
+        if cfg.train.compile and len(step_times) > 2:
+            steady = sorted(step_times[1:])[len(step_times[1:]) // 2]
+            print_once(accelerator, f"torch.compile: round {round_index}'s first step took {step_times[0]:.1f} s "
+                       f"(compiling), the others {steady:.3f} s (median, host time)")
         plan = dataclasses.replace(self.score_plan, label=f"round {round_index}: testing")
         acc = accuracy(score_dataset(accelerator, self.model, self.test, plan))
         pseudo_count = len(selection) if (selection is not None and round_index > 0) else 0
@@ -199,12 +227,11 @@ class RoundRunner:
             {**state.pending_metrics, "round/test_accuracy": acc, "round/labeled": len(self.labeled), "round/pseudo_labeled": pseudo_count},
             position.global_step,
         )
-        precision = state.pending_metrics.get("select/pseudo_label_precision")
-        if precision is not None and not math.isfinite(precision):  # nothing selected: no precision
-            precision = None
+        precision = _finite_or_none(state.pending_metrics.get("select/pseudo_label_precision"))  # none selected: none
         row = RoundResult(
             round_index, len(self.labeled), pseudo_count, precision, acc,
             cfg.pseudo.percent_for_round(round_index) if round_index else None,
+            state.pending_metrics.get("select/junk_share"), _finite_or_none(state.pending_metrics.get("select/precision_real")),
         )
         state.rows.append(dataclasses.asdict(row))
         table = format_table(state.rows).splitlines()

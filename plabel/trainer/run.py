@@ -25,7 +25,11 @@ from plabel.trainer.outputs import closing_lines
 from plabel.trainer.rounds import RoundRunner
 from plabel.trainer.run_dir import open_run_dir
 from plabel.trainer.setup import (
-    build_accelerator, check_batch_split, check_num_classes, check_readable, launcher_precision_note,
+    build_accelerator,
+    check_batch_split,
+    check_num_classes,
+    check_readable,
+    launcher_precision_note,
 )
 
 

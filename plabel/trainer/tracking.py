@@ -13,8 +13,8 @@ import json
 import math
 import netrc
 import os
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any, Optional
 
 import torch
