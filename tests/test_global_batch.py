@@ -58,11 +58,16 @@ def _draws(accelerator, batch, steps):
     return out  # numpy, not tensors: tensors cross the process boundary as shared memory that dies with the process
 
 
+@pytest.fixture(scope="module")
+def one_process_draws():
+    (reference,) = run_processes(_draws, 1, 13, 6)
+    return reference
+
+
 @pytest.mark.parametrize("world", WORLDS)
-def test_the_same_draws_and_augmentation_at_every_step(world):
-    batch, steps = 13, 6
-    (reference,) = run_processes(_draws, 1, batch, steps)
-    per_rank = run_processes(_draws, world, batch, steps)
+def test_the_same_draws_and_augmentation_at_every_step(world, one_process_draws):
+    reference = one_process_draws
+    per_rank = run_processes(_draws, world, 13, 6)
     for step, (positions, images) in enumerate(reference):
         assert sum((rank[step][0] for rank in per_rank), []) == positions
         assert (np.concatenate([rank[step][1] for rank in per_rank]) == images).all()  # augmentation per draw
@@ -91,41 +96,62 @@ def _first_steps(accelerator, steps, noise):
     return logs, weights
 
 
+def _first_steps_both(accelerator, steps):
+    """Digits' losses and noise images' weights, in one set of processes."""
+    return _first_steps(accelerator, steps, False)[0], _first_steps(accelerator, steps, True)[1]
+
+
+@pytest.fixture(scope="module")
+def one_process_steps():
+    (reference,) = run_processes(_first_steps_both, 1, 2)
+    return reference
+
+
 @pytest.mark.parametrize("world", WORLDS)
-def test_first_steps_have_the_loss_and_update_of_one_process(world):
+def test_first_steps_have_the_loss_and_update_of_one_process(world, one_process_steps):
+    reference_logs, reference_weights = one_process_steps
+    logs, weights = run_processes(_first_steps_both, world, 2)[0]
     # Digits: the losses of the global batch (not of one process's part) as one process computes them.
-    (reference_logs, _), *_ = run_processes(_first_steps, 1, 2, False)
-    logs, _ = run_processes(_first_steps, world, 2, False)[0]
     for got, want in zip(logs, reference_logs):
         for key in ("train/loss", "train/loss_labeled", "train/loss_pseudo"):
             assert got[key] == pytest.approx(want[key], rel=2e-6, abs=1e-7), key
     # The weights after two SGD steps, BatchNorm statistics and dropout masks included, on noise
     # images: on digits the first convolutions' gradients are small sums of large terms (the
     # constant background cancels), so float summation order alone moves them by ~1e-3 relative.
-    (_, reference_weights), *_ = run_processes(_first_steps, 1, 2, True)
-    _, weights = run_processes(_first_steps, world, 2, True)[0]
     for name, tensor in reference_weights.items():
         assert np.allclose(weights[name], tensor, rtol=1e-5, atol=1e-6), name
 
 
-def _scores(accelerator, pool_size, batch):
-    torch.manual_seed(0)
+BATCHES = {1: 101, 7: 613, 37: 613, 512: 613}  # eval batch -> (odd) pool size
+
+
+def _scores(accelerator):
+    """For every eval batch: the scores of the pool and the selection of a round, on this process."""
     from plabel.models.zoo import build_model
 
+    torch.manual_seed(0)
     model = accelerator.prepare(build_model("small_cnn", 1, 10))
-    pool = _digits(pool_size, train=False)
-    scores = score_dataset(accelerator, model, pool, ScorePlan(batch_size=batch))
-    request = SelectionRequest(round_index=1, percent=30, num_classes=10, class_balanced=True, score="entropy", seed=0)
-    picked = select_for_round(accelerator, model, pool, pool.labels, request, ScorePlan(batch_size=batch))
-    return {k: v.numpy() for k, v in scores.items()}, picked.selection.indices.numpy(), picked.selection.labels.numpy()
+    out = {}
+    for batch, pool_size in BATCHES.items():
+        pool = _digits(pool_size, train=False)
+        scores = score_dataset(accelerator, model, pool, ScorePlan(batch_size=batch))
+        request = SelectionRequest(round_index=1, percent=30, num_classes=10, class_balanced=True, score="entropy", seed=0)
+        picked = select_for_round(accelerator, model, pool, pool.labels, request, ScorePlan(batch_size=batch))
+        out[batch] = ({k: v.numpy() for k, v in scores.items()}, picked.selection.indices.numpy(), picked.selection.labels.numpy())
+    return out
 
 
-@pytest.mark.parametrize("batch", [1, 7, 37, 512])
-def test_scores_and_selection_are_byte_identical_for_any_eval_batch(batch):
-    pool_size = 101 if batch == 1 else 613  # odd pools
-    (reference, ref_idx, ref_labels), *_ = run_processes(_scores, 1, pool_size, batch)
-    for world in WORLDS:
-        for scores, idx, labels in run_processes(_scores, world, pool_size, batch, timeout=300):
+@pytest.fixture(scope="module")
+def one_process_scores():
+    (reference,) = run_processes(_scores, 1)
+    return reference
+
+
+@pytest.mark.parametrize("world", WORLDS)
+def test_scores_and_selection_are_byte_identical_for_any_eval_batch(world, one_process_scores):
+    for rank_results in run_processes(_scores, world, timeout=300):
+        for batch, (reference, ref_idx, ref_labels) in one_process_scores.items():
+            scores, idx, labels = rank_results[batch]
             for name, column in reference.items():
-                assert scores[name].tobytes() == column.tobytes(), (world, name)
-            assert idx.tobytes() == ref_idx.tobytes() and labels.tobytes() == ref_labels.tobytes()
+                assert scores[name].tobytes() == column.tobytes(), (batch, name)
+            assert idx.tobytes() == ref_idx.tobytes() and labels.tobytes() == ref_labels.tobytes(), batch
