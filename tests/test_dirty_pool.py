@@ -13,15 +13,18 @@ from plabel.config import ConfigError, load_config
 from plabel.data.junk import JUNK, JUNK_KINDS, JunkedSource, junk_count
 from plabel.data.splits import make_splits
 from plabel.data.transforms import build_transform, plain_spec
-from plabel.method.scores import energy, fit_temperature, nearest_similarity, ranking_scores
+from plabel.method.scores import energy, fit_temperature, nearest_neighbours, ranking_scores
 from plabel.method.selection import select_pseudo_labels
+from plabel.trainer.round_selection import Guard
 
 
 def test_energy_similarity_and_temperature():
     logits = torch.tensor([[10.0, 0.0], [1.0, 1.0], [0.0, -30.0]])
     assert torch.allclose(energy(logits), -torch.logsumexp(logits, 1))
-    reference = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=1)
-    assert torch.allclose(nearest_similarity(torch.tensor([[2.0, 0.0], [1.0, 1.0]]), reference), torch.tensor([1.0, 2**-0.5]))
+    reference = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    similarity, distance = nearest_neighbours(torch.tensor([[2.0, 0.0], [1.0, 1.0], [0.0, 9.0]]), reference)
+    assert torch.allclose(similarity, torch.tensor([1.0, 2**-0.5, 1.0]))
+    assert torch.allclose(distance, torch.tensor([1.0, 1.0, 8.0]))  # the direction of a reference, 9x as long
     # Logits made too sharp by a factor of 3: the fitted temperature undoes it.
     g = torch.Generator().manual_seed(0)
     true = torch.randn(4000, 5, generator=g)
@@ -30,6 +33,20 @@ def test_energy_similarity_and_temperature():
     columns = {"entropy": torch.tensor([0.1, float("nan"), 0.3]), "energy": torch.tensor([-5.0, -9.0, -1.0])}
     ranking = ranking_scores(columns, torch.arange(3), "energy", 0, 1)
     assert ranking[0] == -5.0 and torch.isnan(ranking[1]) and ranking[2] == -1.0  # non-finite entropy: never picked
+
+
+def test_the_knn_guard_rejects_what_is_unlike_the_labeled_set_in_direction_or_length():
+    g = torch.Generator().manual_seed(0)
+    labeled = torch.cat([torch.randn(50, 8, generator=g) * 0.1 + 3 * torch.eye(8)[c] for c in range(4)])  # 4 tight clusters
+    guard = Guard.fit(labeled, 0.05)
+    like = torch.cat([torch.randn(20, 8, generator=g) * 0.1 + 3 * torch.eye(8)[c] for c in range(4)])
+    long = 5 * like[:20]  # the direction of a class, five times its length (noise through BatchNorm)
+    off = torch.randn(20, 8, generator=g) * 0.1 + 3 * torch.eye(8)[6]  # a direction no labeled sample has
+    similarity, distance = nearest_neighbours(torch.cat([like, long, off]), labeled)
+    passes = guard.passes({"entropy": torch.zeros(120), "similarity": similarity, "distance": distance})
+    assert passes[:80].float().mean() >= 0.85 and not passes[80:].any()
+    assert not guard.passes({"entropy": torch.zeros(1), "similarity": torch.tensor([float("nan")]), "distance": torch.zeros(1)}).any()
+    assert Guard().passes({"entropy": torch.zeros(3)}).all()  # no guard: everything passes
 
 
 def test_k_percent_of_the_eligible():
@@ -75,7 +92,7 @@ def test_a_dirty_run_reports_junk_and_every_option_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| junk   |" in proc.stdout  # the table's junk column
     record = next(json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "select/junk_share" in line)
-    assert {"select/guarded", "select/guard_threshold", "select/temperature", "select/junk_in_pool", "select/precision_real"} <= set(record)
+    assert {"select/guarded", "select/guard_threshold", "select/guard_distance", "select/temperature", "select/junk_in_pool", "select/precision_real"} <= set(record)
     with open(out / "pseudo_labels_round01.csv") as f:
         rows = list(csv.DictReader(f))
     junk_rows = [r for r in rows if int(r["true_label"]) == JUNK]

@@ -257,11 +257,12 @@ class PseudoConfig:
     ema_decay: float = _f(0.99, "teacher ema: weight of the average at each optimizer step (0.99: about the last 100 steps)")
     guard: Literal["none", "knn"] = _f(
         "none",
-        "a junk guard that does not trust the softmax: knn = a pool sample is never selected when the cosine "
-        "similarity of its features (the classifier's input) to the nearest labeled sample is below the "
-        "guard_quantile of the labeled samples' own nearest-neighbour similarities (KNN out-of-distribution score)",
+        "a junk guard that does not trust the softmax: knn = a pool sample is never selected when its features "
+        "(the classifier's input) are less similar in direction (cosine), or farther (Euclidean), from the nearest "
+        "labeled sample than all but guard_quantile of the labeled samples are from their own nearest one "
+        "(KNN out-of-distribution score); k% is then taken of what it lets through",
     )
-    guard_quantile: float = _f(0.05, "knn guard: the quantile of the labeled set's nearest-neighbour similarities used as threshold")
+    guard_quantile: float = _f(0.05, "knn guard: the share of the labeled samples' own nearest-neighbour similarities and distances beyond the thresholds")
     augment: Literal["same", "strong"] = _f(
         "same",
         "augmentation of the pseudo-labeled batch: same as the labeled batch, or strong (FixMatch / Noisy Student: "

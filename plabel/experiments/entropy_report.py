@@ -180,11 +180,10 @@ def entropy_report(cfg: RunConfig, options: EntropyReportOptions, config_name: s
     # guarded sample is never selected: it goes last). Without either option this is entropy.
     request = SelectionRequest.for_round(cfg, 1, num_classes, None)
     labeled_views = LabeledViews(IndexedImages(splits.train_source, splits.labeled_source_indices, eval_tf), labeled)
-    selection_plan, guard_threshold, _ = prepare_plan(accelerator, model, labeled_views, request, score_plan)
+    selection_plan, guard, _ = prepare_plan(accelerator, model, labeled_views, request, score_plan)
     selection_scores = score_dataset(accelerator, model, probe, selection_plan) if selection_plan != score_plan else scores
     ranking = ranking_scores(selection_scores, torch.arange(len(probe)), cfg.pseudo.score, cfg.seed, 1)
-    if "similarity" in selection_scores:
-        ranking = torch.where(selection_scores["similarity"] >= guard_threshold, ranking, torch.full_like(ranking, math.inf))
+    ranking = torch.where(guard.passes(selection_scores), ranking, torch.full_like(ranking, math.inf))
 
     report: dict[str, Any] = {
         "noise": options.noise,

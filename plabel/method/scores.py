@@ -28,11 +28,20 @@ def energy(logits: torch.Tensor) -> torch.Tensor:
     return -torch.logsumexp(logits.float(), dim=1)
 
 
-def nearest_similarity(features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of each row of ``features`` (batch, d) to its nearest row of ``reference``
-    (n, d, unit rows): the KNN out-of-distribution score (Sun et al. 2022) with k = 1, (batch,)."""
-    unit = torch.nn.functional.normalize(features.float().flatten(1), dim=1)
-    return (unit @ reference.T.to(unit)).max(dim=1).values
+def nearest_neighbours(features: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each row of ``features`` (batch, d): the cosine similarity to its most similar row of
+    ``reference`` (n, d), and the Euclidean distance to its nearest row; both (batch,).
+
+    The similarity is the KNN out-of-distribution score (Sun et al. 2022) with k = 1; it only sees
+    directions. The distance also sees lengths: an input unlike any digit can reach the head with
+    features several times longer than any real sample's yet pointing like one class's (measured
+    here: Gaussian noise through BatchNorm, cosine 0.93 to a labeled digit, distance 5x the
+    labeled set's own).
+    """
+    x, ref = features.float().flatten(1), reference.float().to(features.device)
+    unit = torch.nn.functional.normalize
+    similarity = (unit(x, dim=1) @ unit(ref, dim=1).T).max(dim=1).values
+    return similarity, torch.cdist(x, ref).min(dim=1).values
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, steps: int = 100) -> float:

@@ -83,16 +83,48 @@ def _labeled_logits(model: torch.nn.Module, data: Dataset, device: torch.device,
     return logits.float().cpu(), torch.tensor([b[1] for b in batch]), torch.cat(features).float().cpu()
 
 
+@dataclass(frozen=True)
+class Guard:
+    """The knn junk guard's thresholds, from the labeled set's own nearest-neighbour statistics
+    (leave one out): a pool sample passes when its features are at least as similar in direction
+    as all but ``guard_quantile`` of the labeled samples are to their nearest other labeled
+    sample, and no farther in distance than all but ``guard_quantile`` of them. The default
+    thresholds let everything through (no guard)."""
+
+    similarity: float = -math.inf
+    distance: float = math.inf
+
+    @staticmethod
+    def fit(features: torch.Tensor, quantile: float) -> "Guard":
+        """Thresholds from the labeled set's features (n, d)."""
+        x = features.float()
+        unit = torch.nn.functional.normalize(x, dim=1)
+        similarity, distance = unit @ unit.T, torch.cdist(x, x)
+        similarity.fill_diagonal_(-math.inf)  # leave one out: a sample's nearest other labeled sample
+        distance.fill_diagonal_(math.inf)
+        return Guard(
+            float(torch.quantile(similarity.max(dim=1).values, quantile)),
+            float(torch.quantile(distance.min(dim=1).values, 1.0 - quantile)),
+        )
+
+    def passes(self, columns: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Which samples the guard lets through (a NaN score never passes); columns without the
+        guard's scores: all of them."""
+        if "similarity" not in columns:
+            return torch.ones_like(columns["entropy"], dtype=torch.bool)
+        return (columns["similarity"] >= self.similarity) & (columns["distance"] <= self.distance)
+
+
 def prepare_plan(
     accelerator: Accelerator, model: torch.nn.Module, labeled: Optional[LabeledViews], request: SelectionRequest,
     plan: ScorePlan,
-) -> tuple[ScorePlan, float, dict[str, float]]:
+) -> tuple[ScorePlan, Guard, dict[str, float]]:
     """The pool's scoring plan for this request: a fitted temperature, the guard's reference
-    features; returns (plan, guard threshold, metrics). Every process computes the same (the
-    labeled set is small, its augmentation seeded by the round)."""
+    features; returns (plan, guard, metrics). Every process computes the same (the labeled set
+    is small, its augmentation seeded by the round)."""
     metrics: dict[str, float] = {}
     if labeled is None or (not request.calibrate and request.guard == "none"):
-        return plan, -math.inf, metrics
+        return plan, Guard(), metrics
     bare = accelerator.unwrap_model(model)
     broadcast_buffers(accelerator, bare)
     was_training = bare.training
@@ -105,17 +137,15 @@ def prepare_plan(
         temperature = fit_temperature(torch.cat([v[0] for v in views]), torch.cat([v[1] for v in views]))
         plan = replace(plan, temperature=temperature)
         metrics["select/temperature"] = temperature
-    threshold = -math.inf
+    guard = Guard()
     if request.guard == "knn":
         _, _, features = _labeled_logits(bare, labeled.clean, device, c)
-        reference = torch.nn.functional.normalize(features, dim=1)
-        own = reference @ reference.T
-        own.fill_diagonal_(-math.inf)  # leave one out: a sample's nearest other labeled sample
-        threshold = float(torch.quantile(own.max(dim=1).values, request.guard_quantile))
-        plan = replace(plan, reference=reference.to(device), num_classes=c)
-        metrics["select/guard_threshold"] = threshold
+        guard = Guard.fit(features, request.guard_quantile)
+        plan = replace(plan, reference=features.to(device), num_classes=c)
+        metrics["select/guard_threshold"] = guard.similarity
+        metrics["select/guard_distance"] = guard.distance
     bare.train(was_training)
-    return plan, threshold, metrics
+    return plan, guard, metrics
 
 
 def select_for_round(
@@ -135,7 +165,7 @@ def select_for_round(
     """
     r = request
     pool_size = len(pool)  # type: ignore[arg-type]
-    plan, threshold, extra = prepare_plan(accelerator, model, labeled, r, plan)
+    plan, guard, extra = prepare_plan(accelerator, model, labeled, r, plan)
     index, columns = score_shard(accelerator, model, pool, plan)
     fault_point(f"scored:{r.round_index}", accelerator)
     start, stop = (int(index[0]), int(index[-1]) + 1) if index.numel() else (0, 0)
@@ -146,8 +176,8 @@ def select_for_round(
     entropy = columns["entropy"]
     ranking = ranking_scores(columns, index, r.score, r.seed, r.round_index)
     guarded = torch.zeros(index.numel(), dtype=torch.bool)
-    if "similarity" in columns:  # the guard: far from every labeled sample, never selected
-        guarded = ~(columns["similarity"] >= threshold) & torch.isfinite(ranking)
+    if "similarity" in columns:  # the guard: unlike every labeled sample, never selected
+        guarded = ~guard.passes(columns) & torch.isfinite(ranking)
         ranking = torch.where(guarded, torch.full_like(ranking, float("nan")), ranking)
     local_idx, local_labels = select_pseudo_labels_sharded(
         accelerator, index, ranking, columns["prediction"], pool_size=pool_size, percent=r.percent,

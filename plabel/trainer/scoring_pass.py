@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from plabel.config import RunConfig
 from plabel.data.splits import UNREADABLE
 from plabel.distributed.collectives import broadcast_buffers, gather_pool, shard_range
-from plabel.method.scores import energy, entropy, margin, max_probability, nearest_similarity
+from plabel.method.scores import energy, entropy, margin, max_probability, nearest_neighbours
 from plabel.models.features import capture_features
 from plabel.trainer.progress import Progress
 from plabel.trainer.setup import LoaderOptions
@@ -29,7 +29,7 @@ class ScorePlan:
     options: LoaderOptions = LoaderOptions()
     label: str = "scoring"  # what the progress line calls the pass (pool, test, ...)
     temperature: float = 1.0  # scores of softmax(logits / T) (pseudo.calibrate)
-    reference: Optional[torch.Tensor] = None  # (n, d) unit features: adds each sample's nearest cosine similarity
+    reference: Optional[torch.Tensor] = None  # (n, d) features: adds each sample's nearest similarity and distance
     num_classes: Optional[int] = None  # to find the classifier whose input is the feature (with reference)
 
     @staticmethod
@@ -56,7 +56,7 @@ def score_shard(
     prediction (argmax), label (the dataset's label; for the pool the true label, diagnostics
     only; ``UNREADABLE`` for an image that could not be decoded, whose scores are NaN),
     max_probability, margin, energy (-logsumexp), and with ``plan.reference`` the cosine
-    similarity of each sample's features to its nearest reference feature. Per-batch results
+    similarity and Euclidean distance of each sample's features to the nearest reference feature. Per-batch results
     stay on the device and reach the host every ``FLUSH_BATCHES`` batches, so the GPU is not
     stopped after every batch.
     """
@@ -68,7 +68,7 @@ def score_shard(
     was_training = bare.training
     bare.eval()
     shard = shard_range(accelerator, size, plan.batch_size)
-    names = dict(SCORE_COLUMNS, **({"similarity": torch.float32} if plan.reference is not None else {}))
+    names = dict(SCORE_COLUMNS, **(dict.fromkeys(("similarity", "distance"), torch.float32) if plan.reference is not None else {}))
     columns = {name: torch.empty(len(shard), dtype=dtype) for name, dtype in names.items()}
     options = plan.options
     loader = DataLoader(
@@ -105,7 +105,7 @@ def _batch_scores(
         "max_probability": max_probability(logits), "margin": margin(logits), "energy": energy(logits),
     }
     if plan.reference is not None:
-        out["similarity"] = nearest_similarity(features.pop(), plan.reference)
+        out["similarity"], out["distance"] = nearest_neighbours(features.pop(), plan.reference)
     return out
 
 
