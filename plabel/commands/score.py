@@ -33,7 +33,7 @@ def _source_from_args(args: argparse.Namespace, base: SourceConfig) -> SourceCon
 
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
     for name, _, default, help_text in iter_fields(SourceConfig(), "source."):
-        parser.add_argument(f"--{name}", dest=name, default=None, metavar="VALUE", help=f"{help_text} (any --source.* option scores that source, whole; none: the run's test set)")
+        parser.add_argument(f"--{name}", dest=name, default=None, metavar="VALUE", help=f"{help_text.replace('%', '%%')} (any --source.* option scores that source, whole; none: the run's test set)")
 
 
 def score_main(argv: Optional[Sequence[str]] = None) -> int:

@@ -65,6 +65,11 @@ class OneLineParser(argparse.ArgumentParser):
         raise ConfigError(f"{message}; run with --help for every option")
 
 
+def _escape_percent(text: str) -> str:
+    # argparse %-formats help strings; the schema's help says "k%" and "5%" as plain text.
+    return text.replace("%", "%%")
+
+
 def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=prog,
@@ -81,7 +86,7 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
             # A flag alone means true; a value still works (--pseudo.accumulate false), as does --no-<name>.
             parser.add_argument(
                 f"--{name}", dest=name, default=argparse.SUPPRESS, metavar="BOOL", nargs="?", const="true",
-                help=f"{help_text} (default: {default!r}; --no-{name} for false)",
+                help=_escape_percent(f"{help_text} (default: {default!r}; --no-{name} for false)"),
             )
             parser.add_argument(
                 f"--no-{name}", dest=name, action="store_const", const="false", default=argparse.SUPPRESS, help=argparse.SUPPRESS
@@ -89,7 +94,7 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
             continue
         parser.add_argument(
             f"--{name}", dest=name, default=argparse.SUPPRESS, metavar="VALUE",
-            help=f"{help_text}{_literal_choices(tp)} (default: {default!r})",
+            help=_escape_percent(f"{help_text}{_literal_choices(tp)} (default: {default!r})"),
         )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.epochs=3")
     return parser
