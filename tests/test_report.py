@@ -104,8 +104,20 @@ def test_shuffled_noise_keeps_the_pixel_values_of_its_image(tiny_validation):
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report") / "entropy"
-    assert entropy_report_main([*TINY, "--num-samples", "10", "--output-dir", str(out)]) == 0
+    assert entropy_report_main([*TINY, "--num-samples", "10", "--pseudo.guard", "knn", "--output-dir", str(out)]) == 0
     return out
+
+
+def test_report_json_is_strict_json_with_the_guards_verdicts(tiny_report):
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"report.json holds {constant}, which is not JSON")
+
+    report = json.loads((tiny_report / "report.json").read_text(), parse_constant=refuse)
+    order = report["selection_order"]
+    assert order["rule"]["guard"] == "knn"
+    rejected = order["rejected_by_guard"]
+    assert 0 <= rejected["validation"] <= 10 and 0 <= rejected["noise"] <= 10
+    assert order["n"] == {"validation": 10, "noise": 10} and "mean_entropy_bits" not in order
 
 
 def test_report_writes_every_file(tiny_report):
@@ -213,6 +225,17 @@ def test_without_batch_norm_noise_stays_out_of_the_lowest_ten_percent(tmp_path, 
     """The article's observation holds for the same network without BatchNorm (measured seeds
     0/1/2: first noise sample at ranks 56/46/41, none in the lowest 12)."""
     _assert_noise_kept_out(tmp_path, ["--model.name", "small_cnn_nobn", "--seed", str(seed)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_knn_guard_keeps_noise_out_of_the_lowest_ten_percent_of_the_selection_order(tmp_path, seed):
+    """The default network (BatchNorm) with pseudo.guard knn: the order the run's selection uses
+    holds no noise among its 12 first (measured 0/12 for seeds 0, 1, 2; entropy alone 8/12, 12/12, 0/12)."""
+    out = tmp_path / "entropy"
+    assert entropy_report_main(["--tracking.mode", "disabled", "--pseudo.guard", "knn", "--seed", str(seed), "--output-dir", str(out)]) == 0
+    order = json.loads((out / "report.json").read_text())["selection_order"]
+    assert order["lowest_10_percent"] == {"count": 12, "noise_count": 0, "noise_share": 0.0}, order
 
 
 def _assert_noise_kept_out(tmp_path, extra):

@@ -183,7 +183,11 @@ def entropy_report(cfg: RunConfig, options: EntropyReportOptions, config_name: s
     selection_plan, guard, _ = prepare_plan(accelerator, model, labeled_views, request, score_plan)
     selection_scores = score_dataset(accelerator, model, probe, selection_plan) if selection_plan != score_plan else scores
     ranking = ranking_scores(selection_scores, torch.arange(len(probe)), cfg.pseudo.score, cfg.seed, 1)
-    ranking = torch.where(guard.passes(selection_scores), ranking, torch.full_like(ranking, math.inf))
+    passed = guard.passes(selection_scores)
+    ranking = torch.where(passed, ranking, torch.full_like(ranking, math.inf))
+    order = summarize_entropy(ranking, source)
+    del order["mean_entropy_bits"]  # a ranking is not an entropy (and a guarded sample ranks +inf)
+    order["rejected_by_guard"] = {"validation": int((~passed[source == 0]).sum()), "noise": int((~passed[source == 1]).sum())}
 
     report: dict[str, Any] = {
         "noise": options.noise,
@@ -195,7 +199,7 @@ def entropy_report(cfg: RunConfig, options: EntropyReportOptions, config_name: s
             "note": "the order the run's selection rule (pseudo.score, pseudo.calibrate, pseudo.guard) puts the samples in; "
             "a sample the junk guard rejects is last",
             "rule": {"score": cfg.pseudo.score, "calibrate": cfg.pseudo.calibrate, "guard": cfg.pseudo.guard},
-            **summarize_entropy(ranking, source),
+            **order,
         },
         "validation_accuracy": accuracy(test_scores),
         "validation_accuracy_note": f"accuracy of the round-0 model on the whole test split ({len(test)} images)",
