@@ -4,6 +4,7 @@ what it lets through, exact across processes: tests/test_distributed_select.py),
 
 import csv
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from plabel.config import ConfigError, load_config
 from plabel.data.junk import JUNK, JUNK_KINDS, JunkedSource, junk_count
 from plabel.data.splits import make_splits
 from plabel.data.transforms import build_transform, plain_spec
+from plabel.experiments.ablation import junk_kinds_selected
 from plabel.method.scores import energy, fit_temperature, nearest_neighbours, ranking_scores
 from plabel.method.selection import select_pseudo_labels
 from plabel.trainer.round_selection import Guard
@@ -99,6 +101,12 @@ def test_a_dirty_run_reports_junk_and_every_option_runs(tmp_path):
     assert record["select/junk_selected"] == len(junk_rows)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rounds"][1]["junk_share"] == pytest.approx(record["select/junk_share"])
+    # The ablation's count by kind agrees with what the dirty source says each selected row is.
+    kinds = junk_kinds_selected(out, 1)
+    cfg = load_config(out / "config.yaml")
+    source = make_splits(cfg.data, cfg.seed).train_source
+    described = Counter(source.describe(int(r["source_index"])).split("(")[-1].rstrip(")") for r in junk_rows)
+    assert set(kinds) == set(JUNK_KINDS) and kinds == {k: described.get(k, 0) for k in JUNK_KINDS}
 
 
 def test_the_ema_teacher_is_checkpointed_so_a_resumed_run_replays_exactly(tmp_path):

@@ -229,10 +229,46 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
                         max((r["rounds"][i].get("junk_share") or 0.0 for r in runs), default=None) if i else None for i in range(rounds)
                     ],
                     "precision_real_per_round": [_mean_of(r["rounds"][i].get("precision_real") for r in runs) for i in range(rounds)],
+                    "mean_junk_share_per_round": [
+                        _mean_of(r["rounds"][i].get("junk_share") for r in runs) if i else None for i in range(rounds)
+                    ],
+                    "junk_kinds_last_round_all_seeds": _sum_counts(
+                        junk_kinds_selected(out / f"labels{labels}" / row / f"seed{seed}", rounds - 1) for seed in args.seeds
+                    ),
                 })
     results["total_wall_time_s"] = round(time.time() - started, 1)
     results["total_cpu_time_s"] = round(sum(r["cpu_time_s"] for r in results["rows"].values()), 1)
     return results
+
+
+def junk_kinds_selected(run_dir: Path, round_index: int) -> dict[str, int]:
+    """How many junk images of each kind a run's round selected (the pseudo-label CSV names pool
+    rows by source index; the run's own config rebuilds the dirty source that says which kind
+    each junk index is)."""
+    from plabel.config import load_config
+    from plabel.data.junk import JUNK, JunkedSource
+    from plabel.data.splits import make_splits
+
+    cfg = load_config(run_dir / "config.yaml")
+    source = make_splits(cfg.data, cfg.seed).train_source
+    counts = {kind: 0 for kind in cfg.data.junk_kinds}
+    path = run_dir / f"pseudo_labels_round{round_index:02d}.csv"
+    if not isinstance(source, JunkedSource) or not path.is_file():
+        return counts
+    base = len(source.base.labels)
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            if int(r["true_label"]) == JUNK:
+                counts[source.kind(int(r["source_index"]) - base)] += 1
+    return counts
+
+
+def _sum_counts(parts: Any) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for part in parts:
+        for key, value in part.items():
+            total[key] = total.get(key, 0) + value
+    return total
 
 
 def write_report(results: dict[str, Any], out: Path) -> None:
@@ -253,14 +289,22 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         )
     dirty = [r for r in results["rows"].values() if "worst_junk_share_per_round" in r]
     if dirty:
-        lines += ["", "Dirty pool, per round 1 … (junk share of the selection: worst seed; precision on the real digits "
-                  "selected, and pseudo-labels selected: mean of seeds):", "",
-                  "| labels/class | row | junk share of selection (%) | precision on real digits (%) | selected |", "|---|---|---|---|---|"]
+        lines += ["", "Dirty pool, per round 1 … (junk share of the selection: mean of seeds and worst seed; precision on "
+                  "the real digits selected, and pseudo-labels selected: mean of seeds):", "",
+                  "| labels/class | row | junk share of selection (%) | worst seed (%) | precision on real digits (%) | selected |",
+                  "|---|---|---|---|---|---|"]
         for r in dirty:
+            mean = " / ".join(f"{100 * j:.2f}" for j in r["mean_junk_share_per_round"][1:])
             junk = " / ".join(f"{100 * j:.2f}" for j in r["worst_junk_share_per_round"][1:])
             real = " / ".join("-" if p is None else f"{100 * p:.1f}" for p in r["precision_real_per_round"][1:])
             counts = " / ".join(f"{c:.0f}" for c in r["pseudo_labeled_per_round"][1:])
-            lines.append(f"| {r['labels_per_class']} | {r['row']} | {junk} | {real} | {counts} |")
+            lines.append(f"| {r['labels_per_class']} | {r['row']} | {mean} | {junk} | {real} | {counts} |")
+        kinds = list(dirty[0]["junk_kinds_last_round_all_seeds"])
+        lines += ["", "Junk in the last round's selection, by kind (all seeds together; each kind is 1/8 of the junk in every seed's pool):", "",
+                  f"| labels/class | row | {' | '.join(kinds)} |", "|---|---|" + "---|" * len(kinds)]
+        for r in dirty:
+            counts = r["junk_kinds_last_round_all_seeds"]
+            lines.append(f"| {r['labels_per_class']} | {r['row']} | {' | '.join(str(counts.get(k, 0)) for k in kinds)} |")
     lines += ["", "Pseudo-labels per class in the last round's selection (last seed):", "",
               "| labels/class | row | class 0 … 9 |", "|---|---|---|"]
     for r in results["rows"].values():
