@@ -95,9 +95,12 @@ def test_sigkill_to_the_launcher_group_leaves_no_worker_and_the_rerun_matches(tm
 def test_a_second_launch_on_a_live_run_folder_is_refused_and_a_dead_ones_lock_is_taken_over(tmp_path):
     out = tmp_path / "run"
     first = _start(out, 2)
-    deadline = time.time() + 120
-    while not (out / "checkpoints").is_dir() and time.time() < deadline:
+    # The folder exists only once the first job holds its lock. On a loaded machine starting two
+    # processes can take minutes: wait for it rather than racing it.
+    deadline = time.time() + 300
+    while not (out / "checkpoints").is_dir() and time.time() < deadline and first.poll() is None:
         time.sleep(0.2)
+    assert (out / "checkpoints").is_dir() and first.poll() is None, "the first job never started training"
     second = run_train([*LONG, "--output_dir", str(out)])
     assert second.returncode == 2
     line = second.stderr.strip().splitlines()[-1]
