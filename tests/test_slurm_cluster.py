@@ -157,6 +157,9 @@ def test_time_limit_signal_requeues_the_job_and_it_resumes_exactly(cluster, tmp_
 
     # The script requeues the job; SLURM holds a requeued batch job for ~2 minutes: start it now.
     _until(lambda: _job(jid, env).get("Restarts") == "1" and _job(jid, env).get("JobState") == "PENDING", 240, "the requeue")
+    # slurmd refuses a credential issued in the same second as the revocation of the job's last
+    # one ("Killing non-startable batch job: Job credential revoked"; times have 1 s resolution).
+    time.sleep(3)
     _slurm(["scontrol", "update", f"jobid={jid}", "StartTime=now"], env)
     _until(lambda: _job(jid, env).get("JobState") in ("COMPLETED", "FAILED", "CANCELLED"), 300, "the job to end")
     text = Path(str(log).replace("%j", jid)).read_text()
