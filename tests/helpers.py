@@ -13,11 +13,14 @@ from plabel.bench.processes import free_port, run_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A run that takes seconds: 200-image pool, 40 labels, 2 epochs x 3 steps per round, 1 round.
+# A run that takes seconds: 200-image pool, 40 labels, 2 epochs x 3 steps per round, 1 round, one thread.
 TINY_CONFIG: dict[str, Any] = {
     "data.pool_limit": 200, "data.test_holdout": 100, "data.labeled_per_class": 4,
     "train.epochs": 2, "train.steps_per_epoch": 3, "train.batch_size": 8, "train.pseudo_batch_size": 8,
     "train.eval_batch_size": 64, "pseudo.rounds": 1, "pseudo.top_k_percent": 30, "tracking.mode": "disabled",
+    # Byte-identity across process counts holds on CPU only at the same threads per process
+    # (oneDNN's sums follow the thread count): every run of the tests uses one thread per process.
+    "train.cpu_threads": 1,
 }
 
 

@@ -22,7 +22,7 @@ def test_export_loads_with_datasets_and_trains_a_model(finished_run, tmp_path, c
     export = tmp_path / "export"
     assert plabel_main(["export", "--run", str(finished_run), "--output", str(export)]) == 0
     ds = datasets.load_from_disk(str(export))
-    assert ds.column_names == ["image", "label", "is_pseudo", "entropy", "round"]
+    assert ds.column_names == ["image", "label", "is_pseudo", "entropy", "round", "path"]
     with open(finished_run / "pseudo_labels_round01.csv") as f:
         pseudo = list(csv.DictReader(f))
     assert len(ds) == 40 + len(pseudo)  # 4 labels x 10 classes + the round's selection
@@ -43,8 +43,9 @@ def test_export_loads_with_datasets_and_trains_a_model(finished_run, tmp_path, c
 
 def _score_with(processes, run, output):
     # A --source.* option: the whole source (the embedded digits), not only the run's test set.
+    # One thread per process whatever the process count: oneDNN's sums follow the thread count.
     score = ["-m", "plabel.cli", "score", "--run", str(run), "--output", str(output), "--batch-size", "33",
-             "--source.source", "embedded"]
+             "--source.source", "embedded", "--cpu-threads", "1"]
     cmd = launch_command(score, processes)
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=subprocess_env(), timeout=300)
 

@@ -26,6 +26,15 @@ def run_command(prog: str, body: Callable[[], Optional[int]]) -> int:
         return EXIT_USER_ERROR
 
 
+def run_splits(run_dir: Path, cfg: RunConfig) -> Any:
+    """The run's own split, over the pool it listed (``pool_index.npz``) when it listed one."""
+    from plabel.data.pool_index import INDEX_FILE, PathIndex
+    from plabel.data.splits import make_splits
+
+    saved = run_dir / INDEX_FILE
+    return make_splits(cfg.data, cfg.seed, PathIndex.load(saved) if saved.is_file() else None)
+
+
 def load_run(run: str) -> tuple[Path, RunConfig, dict[str, Any]]:
     """A run folder's path, its resolved config and its ``run_info.json``."""
     run_dir = Path(run)

@@ -11,7 +11,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
-from plabel.commands.common import load_run, run_command
+from plabel.commands.common import load_run, run_command, run_splits
 from plabel.config import ConfigError
 from plabel.config.args import OneLineParser
 
@@ -21,7 +21,13 @@ def export_main(argv: Optional[Sequence[str]] = None) -> int:
     parser = OneLineParser(prog="plabel export", description=export_main.__doc__, allow_abbrev=False)
     parser.add_argument("--run", required=True, help="a run folder")
     parser.add_argument("--round", type=int, default=None, help="pseudo-label round to export (default: the last one written)")
-    parser.add_argument("--output", required=True, help="folder for datasets.save_to_disk (must not exist)")
+    parser.add_argument("--output", required=True, help="folder to write (must not exist)")
+    parser.add_argument(
+        "--format", choices=("hf", "imagefolder"), default="hf",
+        help="hf: a datasets.save_to_disk folder; imagefolder: the images under images/ plus metadata.csv "
+        "(file_name, label, is_pseudo, entropy, round, path), which datasets.load_dataset('imagefolder', data_dir=...) "
+        "reads (default: hf)",
+    )
     parser.add_argument(
         "--push_to_hub", default=None, metavar="REPO",
         help="also push to this hub dataset repo (needs network and login); --push-to-hub also works",
@@ -41,9 +47,7 @@ def _export(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.exists():
         raise ConfigError(f"--output: {output} exists; plabel never overwrites results")
-    from plabel.data.splits import make_splits
-
-    splits = make_splits(cfg.data, cfg.seed)  # the run's own seeded split
+    splits = run_splits(run_dir, cfg)  # the run's own seeded split, over the pool it listed
 
     import datasets
 
@@ -53,9 +57,17 @@ def _export(args: argparse.Namespace) -> int:
 
     def rows() -> Iterator[dict[str, Any]]:
         for i in splits.labeled_source_indices.tolist():
-            yield {"image": _to_pil(source.image(i)), "label": int(source.labels[i]), "is_pseudo": False, "entropy": None, "round": 0}
+            yield {"image": _to_pil(source.image(i)), "label": int(source.labels[i]), "is_pseudo": False, "entropy": None,
+                   "round": 0, "path": source.sample_name(i)}
         for i, label, ent in pseudo_rows:
-            yield {"image": _to_pil(source.image(i)), "label": label, "is_pseudo": True, "entropy": ent, "round": round_index}
+            yield {"image": _to_pil(source.image(i)), "label": label, "is_pseudo": True, "entropy": ent, "round": round_index,
+                   "path": source.sample_name(i)}
+
+    if args.format == "imagefolder":
+        _write_imagefolder(output, rows(), list(splits.class_names))
+        print(f"exported {len(splits.labeled_source_indices)} labeled + {len(pseudo_rows)} pseudo-labeled samples "
+              f"(round {round_index}) -> {output}/metadata.csv and {output}/images/")
+        return 0
 
     features = datasets.Features(
         {
@@ -64,6 +76,7 @@ def _export(args: argparse.Namespace) -> int:
             "is_pseudo": datasets.Value("bool"),
             "entropy": datasets.Value("float32"),
             "round": datasets.Value("int32"),
+            "path": datasets.Value("string"),  # the sample's file under its source's root, tar member, or row
         }
     )
     # A private cache: from_generator's default cache is keyed on the generator's code and
@@ -83,6 +96,27 @@ def _export(args: argparse.Namespace) -> int:
             ) from None
         print(f"pushed to the hub as {args.push_to_hub}")
     return 0
+
+
+def _write_imagefolder(output: Path, rows: Iterator[dict[str, Any]], class_names: list[str]) -> None:
+    """images/NNNNNNN.png and metadata.csv, written into a temporary folder renamed into place."""
+    tmp = output.with_name(f".tmp-{output.name}")
+    (tmp / "images").mkdir(parents=True)
+    try:
+        with open(tmp / "metadata.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file_name", "label", "label_name", "is_pseudo", "entropy", "round", "path"])
+            for n, row in enumerate(rows):
+                name = f"images/{n:07d}.png"
+                row["image"].save(tmp / name)
+                entropy = "" if row["entropy"] is None else f"{row['entropy']:.9g}"
+                writer.writerow([name, row["label"], class_names[row["label"]], row["is_pseudo"], entropy, row["round"], row["path"]])
+        tmp.rename(output)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _to_pil(image: torch.Tensor) -> Any:

@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any, NoReturn, Optional, Sequence
 
-from plabel.config.load import iter_fields, load_config, parse_value
+from plabel.config.load import SECTION_ALIASES, iter_fields, load_config, parse_value
 from plabel.config.schema import ConfigError, RunConfig
 
 
@@ -70,6 +70,11 @@ def _escape_percent(text: str) -> str:
     return text.replace("%", "%%")
 
 
+def _aliases(name: str) -> list[str]:
+    """Other spellings of option ``name``: --data.labeled.root for --data.train.root."""
+    return [f"--{alias}{name[len(section):]}" for alias, section in SECTION_ALIASES.items() if name.startswith(section + ".")]
+
+
 def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=prog,
@@ -93,7 +98,7 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
             )
             continue
         parser.add_argument(
-            f"--{name}", dest=name, default=argparse.SUPPRESS, metavar="VALUE",
+            f"--{name}", *_aliases(name), dest=name, default=argparse.SUPPRESS, metavar="VALUE",
             help=_escape_percent(f"{help_text}{_literal_choices(tp)} (default: {default!r})"),
         )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.epochs=3")
@@ -109,6 +114,9 @@ def parse_overrides(args: argparse.Namespace) -> dict[str, Any]:
             raise ConfigError(f"{word}: expected key=value (e.g. train.epochs=3) or --key value")
         key, value = word.split("=", 1)
         key = key.lstrip("-").replace("-", "_")
+        for alias, section in SECTION_ALIASES.items():
+            if key.startswith(alias + "."):
+                key = section + key[len(alias):]
         if key not in types_by_name:
             raise ConfigError(f"{key}: unknown config key; run with --help for the list")
         raw[key] = value

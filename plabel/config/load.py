@@ -78,9 +78,32 @@ def load_config(path: Optional[str | Path], overrides: dict[str, Any] | None = N
     return config_from_dict(tree)
 
 
+# Other names users may give a section: data.labeled is data.train (the labeled set's source).
+SECTION_ALIASES = {"data.labeled": "data.train"}
+
+
+def apply_aliases(tree: dict[str, Any]) -> dict[str, Any]:
+    """``tree`` with aliased sections under their own names; giving both spellings is an error."""
+    for alias, name in SECTION_ALIASES.items():
+        section, alias_key = alias.split(".")
+        node = tree.get(section)
+        if not isinstance(node, dict) or alias_key not in node:
+            continue
+        key = name.split(".")[1]
+        value = node.pop(alias_key)
+        if key in node:
+            clash = sorted(set(value) & set(node[key])) if isinstance(value, dict) and isinstance(node[key], dict) else [""]
+            if clash:
+                raise ConfigError(f"{alias}: the same section as {name}; give {alias}.{clash[0] or '...'} or {name}.{clash[0] or '...'}, not both")
+            node[key] = {**node[key], **value}
+        else:
+            node[key] = value
+    return tree
+
+
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Validate a (partial) tree of plain values over the defaults; also rebuilds a saved config."""
-    cfg = check_types(RunConfig, _merge(RunConfig().to_dict(), data, ""))
+    cfg = check_types(RunConfig, _merge(RunConfig().to_dict(), apply_aliases(data), ""))
     cfg.validate()
     return cfg
 

@@ -43,21 +43,38 @@ class SourceConfig:
 
     __pydantic_config__ = SECTION
 
-    source: Literal["embedded", "torchvision", "hf", "idx", "holdout"] = _f(
+    source: Literal["embedded", "torchvision", "hf", "idx", "holdout", "folder", "list", "tar", "none"] = _f(
         "embedded",
         "embedded: 5,000 real MNIST digits shipped inside plabel (offline); torchvision: a "
         "torchvision dataset (name, root, download); hf: a Hugging Face hub name or local path "
         "(parquet file/folder, imagefolder, save_to_disk); idx: a folder of MNIST-format idx "
-        "files; holdout (test only): a stratified hold-out of the training source",
+        "files; holdout (test only): a stratified hold-out of the training source. Unlabeled pools only "
+        "(data.unlabeled): folder (images at any depth under root), list (a .txt/.csv of paths, root = the list "
+        "file), tar (WebDataset-style shards: root = their folder or a pattern like /data/shards-{000..099}.tar); "
+        "none: no separate pool (the benchmark mode, the pool is carved out of data.train)",
     )
     name: str = _f("mnist", "torchvision dataset name (%s) or hf hub name / local path" % ", ".join(TORCHVISION_NAMES))
-    root: str = _f("data", "folder for torchvision downloads, the idx folder, or the hf cache")
+    root: str = _f(
+        "data",
+        "torchvision: the download folder; idx: the folder of idx files; hf: the datasets cache (\"data\" = the "
+        "Hugging Face default cache, never the dataset's own folder); folder/list/tar: the pool's folder, list file "
+        "or shards",
+    )
     download: bool = _f(False, "allow torchvision to download the dataset into root")
     split: str = _f("train", "split to read (torchvision: train/test; hf: split name)")
     image_column: str = _f("image", "hf: column holding the image")
     label_column: str = _f("label", "hf: column holding the integer class label")
 
     def validate(self, prefix: str) -> None:
+        if self.source in ("folder", "list", "tar") and prefix in ("data.train", "data.test"):
+            raise ConfigError(
+                f"{prefix}.source: {self.source!r} holds images without labels, so it can only be data.unlabeled; a labeled "
+                "folder of class subfolders is source hf with name = the folder"
+            )
+        if self.source == "none" and prefix != "data.unlabeled":
+            raise ConfigError(f"{prefix}.source: 'none' is only valid for data.unlabeled")
+        if self.source in ("folder", "list", "tar") and not self.root:
+            raise ConfigError(f"{prefix}.root: give the {self.source} (a path) for source {self.source}")
         if self.source == "torchvision" and self.name not in TORCHVISION_NAMES:
             raise ConfigError(
                 f"{prefix}.name: unknown torchvision dataset {self.name!r}; choose one of {', '.join(TORCHVISION_NAMES)}"
@@ -75,8 +92,23 @@ class DataConfig:
         lambda: SourceConfig(source="holdout", split="test"),  # type: ignore[arg-type]
         "source of the test set; source=holdout holds test_holdout samples out of train",
     )
+    unlabeled: SourceConfig = _sub(
+        lambda: SourceConfig(source="none", root=""),  # type: ignore[arg-type]
+        "the unlabeled pool, a source of its own (source folder, list, tar, hf, or any labeled source whose labels are "
+        "then ignored); with it, data.train (alias data.labeled) is the labeled set, all of it. source none: the "
+        "benchmark mode, the pool is carved out of data.train",
+    )
+    audit: Optional[str] = _f(
+        None,
+        "with data.unlabeled: a CSV of hand-checked pool images (columns path, label; path as the pseudo-label CSVs "
+        "name them, label a class name or id): pseudo-label precision is measured on them (unknown without it)",
+    )
     test_holdout: int = _f(1000, "samples held out of the training source (stratified) when test.source=holdout")
-    labeled_per_class: int = _f(10, "labeled samples drawn per class (seeded, stratified); the rest form the pool")
+    labeled_per_class: int = _f(
+        10,
+        "benchmark mode (no data.unlabeled): labeled samples drawn per class (seeded, stratified); the rest form the "
+        "pool. Not used with data.unlabeled, where every sample of data.train is labeled",
+    )
     pool_limit: Optional[int] = _f(None, "cap on the unlabeled pool size (None = all remaining samples)")
     image_size: Optional[Union[int, list[int]]] = _f(
         None,
@@ -108,6 +140,10 @@ class DataConfig:
             raise ConfigError("data.train.source: 'holdout' is only valid for data.test")
         if self.test.source != "holdout":
             self.test.validate("data.test")
+        if self.unlabeled.source != "none":
+            self.unlabeled.validate("data.unlabeled")
+        elif self.audit is not None:
+            raise ConfigError("data.audit: needs data.unlabeled (in the benchmark mode every pool label is known)")
         _positive("data.labeled_per_class", self.labeled_per_class)
         _non_negative("data.test_holdout", self.test_holdout)
         if self.test.source == "holdout" and self.test_holdout < 1:

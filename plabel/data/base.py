@@ -43,6 +43,11 @@ class ImageSource(ABC):
         """How a person finds sample ``index`` (a file path, or its row)."""
         return f"row {index}"
 
+    def sample_name(self, index: int) -> str:
+        """The name outputs give sample ``index``: its path under the source's root, a tar
+        member, or (sources without files) its row."""
+        return str(index)
+
 
 class TensorImageSource(ImageSource):
     """Images already decoded into one uint8 ``(N, C, H, W)`` tensor (embedded MNIST, idx files)."""

@@ -11,7 +11,7 @@ import torch
 
 from plabel.config import ConfigError, SourceConfig
 from plabel.data.base import ImageSource, UnreadableImage, checked_labels, first_line
-from plabel.data.pixels import MODES, to_uint8_chw
+from plabel.data.pixels import DECODE_ERRORS, MODES, decode_failure, to_uint8_chw
 
 
 class HFImageSource(ImageSource):
@@ -60,13 +60,22 @@ class HFImageSource(ImageSource):
         value = self.dataset[int(index)][self.image_column]
         try:
             return to_uint8_chw(value, mode)
-        except (ValueError, OSError, SyntaxError) as e:  # PIL: UnidentifiedImageError, truncated files, bad headers
-            raise UnreadableImage(f"{self.describe(index)}: {first_line(e)}") from None
+        except DECODE_ERRORS as e:
+            raise UnreadableImage(f"{self.describe(index)}: {decode_failure(e)}") from None
 
     def describe(self, index: int) -> str:
         value = self.dataset[int(index)][self.image_column]
         path = value.get("path") if isinstance(value, dict) else None
         return f"{path} (row {index})" if path else f"row {index} of column {self.image_column!r}"
+
+    def sample_name(self, index: int) -> str:
+        value = self.dataset[int(index)][self.image_column]
+        path = value.get("path") if isinstance(value, dict) else None
+        return str(path) if path else str(index)
+
+    def convert_to(self, channels: int) -> None:
+        """Decode every image to ``channels`` from now on (a pool takes the labeled set's)."""
+        self.channels = channels
 
     def image(self, index: int) -> torch.Tensor:
         return self._decode(index, MODES[self.channels])
@@ -77,17 +86,32 @@ _COMMON_SPLITS = ("train", "test", "validation", "valid", "val", "eval")
 _LOCAL_COPY_HINT = "a save_to_disk folder, a .parquet file or folder, or an imagefolder of class subfolders"
 
 
-def open_hf(cfg: SourceConfig, field: str = "data.train") -> HFImageSource:
-    """A Hugging Face dataset from a local copy (preferred when ``cfg.name`` exists) or the hub."""
+def open_hf(cfg: SourceConfig, field: str = "data.train", labeled: bool | None = True) -> HFImageSource:
+    """A Hugging Face dataset from a local copy (preferred when ``cfg.name`` exists) or the hub.
+
+    ``labeled`` False (an unlabeled pool): only the image column is needed; labels, if any, are
+    ignored and every sample gets ``UNLABELED``; None: labels when the label column exists."""
     path = Path(cfg.name).expanduser()
     if not path.exists() and (cfg.name.startswith(("/", ".", "~")) or path.suffix == ".parquet"):
         raise ConfigError(f"{field}.name: local path {cfg.name!r} does not exist; point it at {_LOCAL_COPY_HINT}")
     dataset = _load_local_hf(path, cfg, field) if path.exists() else _load_hub_hf(cfg, field)
     columns = list(dataset.column_names)
-    for column, key in ((cfg.image_column, "image_column"), (cfg.label_column, "label_column")):
+    if labeled is None:
+        labeled = cfg.label_column in columns
+    needed = ((cfg.image_column, "image_column"), (cfg.label_column, "label_column"))
+    for column, key in needed if labeled else needed[:1]:
         if column not in columns:
             raise ConfigError(f"{field}.{key}: column {column!r} is not in {cfg.name}; columns present: {', '.join(columns)}")
     import datasets
+
+    if not labeled:
+        from plabel.data.unlabeled import UNLABELED
+
+        description = f"hf {cfg.name} ({cfg.split}, {len(dataset)} unlabeled rows)"
+        if len(dataset) == 0:
+            raise ConfigError(f"{field}.name: {cfg.name} holds no rows; check {field}.split and the path or name")
+        unlabeled = torch.full((len(dataset),), UNLABELED, dtype=torch.long)
+        return HFImageSource(dataset, cfg.image_column, unlabeled, [], description, field)
 
     feature = dataset.features[cfg.label_column]
     declared = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None

@@ -51,6 +51,11 @@ class JunkedSource(ImageSource):
         j = index - len(self.base.labels)
         return f"junk {j} ({self.kind(j)})"
 
+    def sample_name(self, index: int) -> str:
+        if index < len(self.base.labels):
+            return self.base.sample_name(index)
+        return f"junk {index - len(self.base.labels)}"
+
     def kind(self, j: int) -> str:
         return self.kinds[j % len(self.kinds)]
 

@@ -13,6 +13,20 @@ from PIL import Image
 
 # The rest of plabel works on 1-channel (digits) or 3-channel (colour) images.
 MODES = {1: "L", 3: "RGB"}
+# Everything PIL raises for a file it cannot decode: UnidentifiedImageError and truncated files
+# (OSError), bad headers (SyntaxError, ValueError), and images over its pixel limit
+# (DecompressionBombError, which derives from none of these). Caught in one place each: the
+# sources turn them into UnreadableImage naming the file.
+DECODE_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def decode_failure(error: BaseException) -> str:
+    """Why a file could not be decoded, in one line (with the way out for a decompression bomb)."""
+    if isinstance(error, Image.DecompressionBombError):
+        return (f"{type(error).__name__}: larger than PIL's limit of {Image.MAX_IMAGE_PIXELS} pixels; for legitimate "
+                "large scans raise it with data.max_image_pixels")
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def to_uint8_chw(value: Any, mode: Optional[str] = None) -> torch.Tensor:

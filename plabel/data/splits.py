@@ -1,9 +1,15 @@
 """Seeded stratified split into labeled / unlabeled pool / test, and the torch Datasets over it.
 
+Two modes. The benchmark mode (no ``data.unlabeled``): one labeled source is split into a few
+labeled samples per class, the pool (whose true labels are kept for pseudo-label precision) and
+a held-out test set. A user's own data (``data.unlabeled``): ``data.train`` is the labeled set,
+all of it (less a held-out test set if ``data.test`` is holdout), and the pool is the other
+source, labels ``UNLABELED``; both live in one :class:`~plabel.data.unlabeled.LabeledAndPool`
+source, labeled samples first.
+
 The unlabeled pool is addressed by *pool index* 0..N-1 everywhere (scores, selections, files);
-``Splits.pool_source_indices`` maps a pool index to the sample in the training source. The
-pool keeps its true labels for diagnostics (pseudo-label precision) only; training reads the
-pseudo-labels given to :class:`IndexedImages`.
+``Splits.pool_source_indices`` maps a pool index to the sample in the training source. Training
+reads the pseudo-labels given to :class:`IndexedImages`, never the pool's labels.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from torch.utils.data import Dataset
 
 from plabel.config import ConfigError, DataConfig
 from plabel.data.base import UnreadableImage
+from plabel.data.pool_index import PathIndex
 from plabel.data.sources import ImageSource, open_source
 
 UNREADABLE = -1  # the label IndexedImages gives an image it could not decode (pool only)
@@ -40,8 +47,13 @@ class Splits:
 
     @property
     def pool_labels(self) -> torch.Tensor:
-        """True labels of the pool, for diagnostics only."""
+        """True labels of the pool, for diagnostics only (``UNLABELED`` where nobody knows them)."""
         return self.train_source.labels[self.pool_source_indices]
+
+    def pool_name(self, pool_index: int) -> str:
+        """What outputs call pool sample ``pool_index``: its path (or row) in the pool's source."""
+        source_index = int(self.pool_source_indices[pool_index])
+        return self.train_source.sample_name(source_index)
 
 
 def _stratified_take(labels: torch.Tensor, counts: dict[int, int], generator: torch.Generator) -> torch.Tensor:
@@ -53,8 +65,12 @@ def _stratified_take(labels: torch.Tensor, counts: dict[int, int], generator: to
     return torch.sort(torch.cat(taken)).values if taken else torch.empty(0, dtype=torch.long)
 
 
-def make_splits(cfg: DataConfig, seed: int) -> Splits:
-    """Open the sources and split them; every process computes the same split from ``seed``."""
+def make_splits(cfg: DataConfig, seed: int, pool_index: PathIndex | None = None) -> Splits:
+    """Open the sources and split them; every process computes the same split from ``seed``.
+
+    ``pool_index``: the run's saved listing of a folder/list/tar pool (listed afresh without it)."""
+    if cfg.unlabeled.source != "none":
+        return _own_data_splits(cfg, seed, pool_index)
     train = open_source(cfg.train, "data.train")
     labels = train.labels
     num_classes = train.num_classes
@@ -117,6 +133,53 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
         pool_indices = torch.cat([pool_indices, torch.arange(base_size, base_size + count)])
         if cfg.test.source == "holdout":
             test = train  # the same images; the held-out indices are all below base_size
+    return Splits(train, test, labeled_indices, pool_indices, test_indices, num_classes)
+
+
+def _own_data_splits(cfg: DataConfig, seed: int, pool_index: PathIndex | None) -> Splits:
+    """A labeled source (all of it labeled, less a held-out test set) and a separate pool."""
+    from plabel.data.unlabeled import LabeledAndPool, open_unlabeled, read_audit
+
+    labeled_source = open_source(cfg.train, "data.train")
+    pool_source = open_unlabeled(cfg.unlabeled, "data.unlabeled", pool_index)
+    train = LabeledAndPool(labeled_source, pool_source)
+    n, num_classes = len(labeled_source), labeled_source.num_classes
+    generator = torch.Generator().manual_seed(seed)
+    available = torch.ones(n, dtype=torch.bool)
+    if cfg.test.source == "holdout":
+        if cfg.test_holdout * 2 > n:
+            raise ConfigError(
+                f"data.test_holdout: {cfg.test_holdout} would hold out more than half of the {n} labeled samples; "
+                "lower it, or give a separate labeled test set with data.test.source/name"
+            )
+        counts = torch.bincount(labeled_source.labels, minlength=num_classes)
+        quota = {c: int(round(cfg.test_holdout * int(counts[c]) / n)) for c in range(num_classes)}
+        test_indices = _stratified_take(labeled_source.labels, quota, generator)
+        available[test_indices] = False
+        test: ImageSource = train
+    else:
+        test = open_source(cfg.test, "data.test")
+        test_indices = torch.arange(len(test))
+        _align_test_classes(test, labeled_source)
+    per_class = torch.bincount(labeled_source.labels[available], minlength=num_classes)
+    empty = [labeled_source.class_names[c] for c in range(num_classes) if int(per_class[c]) == 0]
+    if empty:
+        raise ConfigError(f"data.train: class {empty[0]!r} has no labeled sample left for training; add samples or lower data.test_holdout")
+    labeled_indices = torch.nonzero(available).flatten()
+    pool_indices = torch.arange(n, n + len(pool_source))
+    if cfg.pool_limit is not None and pool_indices.numel() > cfg.pool_limit:
+        keep = torch.randperm(pool_indices.numel(), generator=generator)[: cfg.pool_limit]
+        pool_indices = torch.sort(pool_indices[keep]).values
+    if cfg.audit is not None:
+        train.labels[n:] = read_audit(cfg.audit, pool_source, labeled_source.class_names)
+    if cfg.junk_share > 0:
+        from plabel.data.junk import JunkedSource, junk_count
+
+        count = junk_count(int(pool_indices.numel()), cfg.junk_share)
+        base_size = len(train)
+        junked = JunkedSource(train, count, cfg.junk_kinds, seed)
+        pool_indices = torch.cat([pool_indices, torch.arange(base_size, base_size + count)])
+        return Splits(junked, junked if test is train else test, labeled_indices, pool_indices, test_indices, num_classes)
     return Splits(train, test, labeled_indices, pool_indices, test_indices, num_classes)
 
 

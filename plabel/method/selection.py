@@ -11,6 +11,8 @@ first), and non-finite scores are never selected.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -93,3 +95,20 @@ def select_pseudo_labels(
         return Selection.empty()
     indices = torch.sort(torch.cat(chosen)).values
     return Selection(indices, labels_now[indices])
+
+
+def agreement_with(current: Selection, last: Selection, pool_size: int) -> tuple[float, float]:
+    """(overlap, same label): the share of ``current``'s samples that ``last`` selected too, and of
+    those the share given the same pseudo-label. NaN when there is nothing to compare.
+
+    Measurable without any pool label: a selection that keeps flipping labels between rounds is
+    one the model is not sure of."""
+    if not len(current) or not len(last):
+        return math.nan, math.nan
+    last_labels = torch.full((pool_size,), -1, dtype=torch.long)
+    last_labels[last.indices] = last.labels
+    before = last_labels[current.indices]
+    both = before >= 0
+    overlap = float(both.double().mean())
+    same = float((before[both] == current.labels[both]).double().mean()) if bool(both.any()) else math.nan
+    return overlap, same

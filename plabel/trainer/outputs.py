@@ -11,6 +11,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from plabel.data.splits import Splits
+from plabel.data.unlabeled import UNLABELED
 from plabel.method.selection import Selection
 from plabel.trainer.round_selection import RoundSelection
 from plabel.trainer.tracking import RunLogger
@@ -40,7 +41,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         k = "-" if r["top_k_percent"] is None else f"{r['top_k_percent']:g}"
         p = r["pseudo_label_precision"]
-        prec = "-" if p is None else f"{100 * p:.2f}%"
+        # A user's own pool has no labels: its precision is unknown, never 0 (an audit measures some).
+        prec = ("unknown" if r["pseudo_labeled"] else "-") if p is None else f"{100 * p:.2f}%"
         junk_cell = ""
         if junk:
             share = r.get("junk_share")
@@ -60,29 +62,38 @@ def closing_lines(summary: dict[str, Any]) -> str:
     )
 
 
-def write_pseudo_labels(path: Path, splits: Splits, selection: Selection, selected_entropy: torch.Tensor) -> None:
-    """CSV: pool_index, source_index, pseudo_label, entropy, true_label (diagnostics only), then
-    the two labels' class names.
+PSEUDO_LABEL_COLUMNS = (
+    "pool_index", "source_index", "pseudo_label", "entropy", "true_label", "pseudo_label_name", "true_label_name", "path",
+)
 
-    ``selected_entropy`` is aligned with ``selection.indices``."""
+
+def write_pseudo_labels(path: Path, splits: Splits, selection: Selection, selected_entropy: torch.Tensor) -> None:
+    """CSV: pool_index, source_index, pseudo_label, entropy, true_label (diagnostics only; empty
+    where nobody knows it), the two labels' class names, and path: the sample's file under the
+    pool's root, tar member or dataset row (what a person or ``plabel export`` finds it by).
+
+    ``selected_entropy`` is aligned with ``selection.indices``. Written to a temporary file and
+    renamed, so a crash never leaves half a CSV."""
     idx = selection.indices
     names = list(splits.class_names)
-    special = {-2: "(junk)", -1: "(unreadable)"}  # plabel.data.junk.JUNK, plabel.data.splits.UNREADABLE
+    special = {-2: "(junk)", -1: "(unreadable)", UNLABELED: ""}  # plabel.data.junk.JUNK, plabel.data.splits.UNREADABLE
 
     def name(label: int) -> str:
         return names[label] if label >= 0 else special.get(label, str(label))
 
     true = splits.pool_labels[idx].tolist()
-    with open(path, "w", newline="") as f:
+    tmp = path.with_name(f".tmp-{path.name}")
+    with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["pool_index", "source_index", "pseudo_label", "entropy", "true_label", "pseudo_label_name", "true_label_name"])
+        writer.writerow(PSEUDO_LABEL_COLUMNS)
         writer.writerows(
-            (i, source, label, f"{e:.9g}", t, name(label), name(t))
+            (i, source, label, f"{e:.9g}", "" if t == UNLABELED else t, name(label), name(t), splits.pool_name(i))
             for i, source, label, e, t in zip(
                 idx.tolist(), splits.pool_source_indices[idx].tolist(), selection.labels.tolist(),
                 selected_entropy.double().tolist(), true,
             )
         )
+    tmp.replace(path)
 
 
 def log_selection_media(

@@ -20,10 +20,11 @@ from torch.utils.data import Dataset
 from plabel.config import RunConfig
 from plabel.data.junk import JUNK
 from plabel.data.splits import UNREADABLE
+from plabel.data.unlabeled import UNLABELED
 from plabel.distributed.collectives import broadcast_buffers, gather_concat, max_across_processes, sum_across_processes
 from plabel.distributed.sharded_selection import all_gather_selected, select_pseudo_labels_sharded
 from plabel.method.scores import fit_temperature, ranking_scores
-from plabel.method.selection import Selection
+from plabel.method.selection import Selection, agreement_with
 from plabel.models.features import capture_features
 from plabel.trainer.faults import fault_point
 from plabel.trainer.scoring_pass import ScorePlan, score_shard
@@ -156,12 +157,16 @@ def select_for_round(
     request: SelectionRequest,
     plan: ScorePlan = ScorePlan(),
     labeled: Optional[LabeledViews] = None,
+    last: Optional[Selection] = None,
 ) -> RoundSelection:
     """Score the pool and pick this round's pseudo-labels, identically on every process.
 
     ``pool_labels`` are the pool's true labels, used only for precision and diagnostics (and to
-    count junk, label ``JUNK``). Statistics are always reported on entropy, whatever ranking
-    picks the samples. ``labeled`` is needed by calibration and the guard.
+    count junk, label ``JUNK``); ``UNLABELED`` where nobody knows them (a user's own pool): precision
+    is then measured on the known part only (an audit), and is NaN ("unknown") without one.
+    Statistics are always reported on entropy, whatever ranking picks the samples. ``labeled`` is
+    needed by calibration and the guard; ``last`` (the previous round's selection) gives the
+    agreement between rounds.
     """
     r = request
     pool_size = len(pool)  # type: ignore[arg-type]
@@ -207,6 +212,7 @@ def select_for_round(
         ),
     )
     nonfinite, unreadable_count, guarded_count, guarded_junk, sel_sum, sel_n, rest_sum, rest_n, pool_correct = totals.tolist()
+    pool_known = not bool((pool_labels == UNLABELED).any())
     local_max = entropy[chosen & finite].max() if bool((chosen & finite).any()) else torch.tensor(-math.inf)
     selected_max = float(max_across_processes(accelerator, local_max.reshape(1).float())[0])
 
@@ -221,7 +227,9 @@ def select_for_round(
     n = len(selection)
     true_labels = pool_labels[selection.indices]
     junk = true_labels == JUNK
-    real = int((~junk).sum())
+    known = true_labels != UNLABELED  # junk is known too: a pseudo-label on it is always wrong
+    real = int((~junk & known).sum())
+    real_right = (selection.labels == true_labels) & ~junk & known
     metrics: dict[str, float] = {
         **extra,
         "select/num_selected": float(n),
@@ -229,21 +237,25 @@ def select_for_round(
         "select/nonfinite_scores": nonfinite,
         "select/unreadable": unreadable_count,
         "select/pseudo_label_precision": (
-            float((selection.labels == pool_labels[selection.indices]).double().mean()) if n else math.nan
+            float((selection.labels[known] == true_labels[known]).double().mean()) if bool(known.any()) else math.nan
         ),
         "select/entropy_selected_mean": sel_sum / sel_n if sel_n else math.nan,
         "select/entropy_selected_max": selected_max if sel_n else math.nan,
         "select/entropy_rest_mean": rest_sum / rest_n if rest_n else math.nan,
-        "select/pool_prediction_accuracy": pool_correct / max(1, pool_size),
+        "select/pool_prediction_accuracy": pool_correct / max(1, pool_size) if pool_known else math.nan,
         "select/top_k_percent": r.percent,
     }
     if r.guard != "none":
         metrics["select/guarded"] = guarded_count
+    if not pool_known:  # a user's own pool: what can be measured without its labels
+        metrics["select/audited"] = float(known.sum())
+    if last is not None and r.round_index > 1:
+        metrics["select/overlap_with_previous"], metrics["select/agreement_with_previous"] = agreement_with(selection, last, pool_size)
     if bool((pool_labels == JUNK).any()):  # a dirty pool (data.junk_share): how much junk got through
         pool_junk = float((pool_labels == JUNK).sum())
         metrics.update({
             "select/junk_selected": float(junk.sum()), "select/junk_share": float(junk.sum()) / n if n else 0.0,
-            "select/precision_real": float((selection.labels[~junk] == true_labels[~junk]).double().mean()) if real else math.nan,
+            "select/precision_real": float(real_right.sum()) / real if real else math.nan,
             "select/junk_in_pool": pool_junk,
         })
         if r.guard != "none":

@@ -149,7 +149,9 @@ class RoundRunner:
             request = SelectionRequest.for_round(cfg, round_index, self.num_classes, self.selection)
             plan = dataclasses.replace(self.score_plan, label=f"round {round_index}: scoring the pool")
             scorer = self.teacher.module if self.teacher is not None else self.model
-            picked = select_for_round(accelerator, scorer, self.pool, self.splits.pool_labels, request, plan, self.labeled_views)
+            picked = select_for_round(
+                accelerator, scorer, self.pool, self.splits.pool_labels, request, plan, self.labeled_views, self.selection
+            )
             self.selection = picked.selection
             pending.update(picked.metrics)
             if pending["select/nonfinite_scores"] > 0:

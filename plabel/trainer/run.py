@@ -23,12 +23,14 @@ from plabel.models.prepare import prepare_model
 from plabel.trainer.faults import install_preemption_handlers
 from plabel.trainer.outputs import closing_lines
 from plabel.trainer.rounds import RoundRunner
-from plabel.trainer.run_dir import open_run_dir
+from plabel.trainer.pool_listing import list_pool
+from plabel.trainer.run_dir import open_run_dir, run_path
 from plabel.trainer.setup import (
     build_accelerator,
     check_batch_split,
     check_num_classes,
     check_readable,
+    data_notes,
     launcher_precision_note,
 )
 
@@ -43,8 +45,10 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
     install_preemption_handlers()
     accelerator, wandb_mode = build_accelerator(cfg, extra_trackers)
     check_batch_split(cfg, accelerator.num_processes)
-    # Data problems are user errors: find them on every process before a run folder exists.
-    splits = make_splits(cfg.data, cfg.seed)
+    # Data problems are user errors: find them on every process before a run folder exists (a
+    # listed pool's index, written first, is the one file that may precede it).
+    pool_index, pool_notes = list_pool(accelerator, cfg, run_path(cfg, config_name))
+    splits = make_splits(cfg.data, cfg.seed, pool_index)
     num_classes = check_num_classes(cfg, splits)
     prepared = prepare_model(accelerator, cfg, splits.train_source, num_classes)
     check_readable(accelerator, splits)
@@ -60,7 +64,7 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
     try:
         resolved["output_dir"] = str(run_dir.path)
         precision_note = launcher_precision_note(cfg, accelerator)
-        for note in run_dir.notes + ([precision_note] if precision_note else []):
+        for note in run_dir.notes + pool_notes + data_notes(cfg, splits) + ([precision_note] if precision_note else []):
             print_once(accelerator, note if note.startswith("note:") else f"note: {note}")
         if run_dir.status == "complete":
             summary = json.loads((run_dir.path / "summary.json").read_text())

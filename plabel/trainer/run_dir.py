@@ -21,6 +21,7 @@ import yaml
 from accelerate import Accelerator
 
 from plabel.config import ConfigError, RunConfig, diff_configs, flatten
+from plabel.data.pool_index import INDEX_FILE
 from plabel.distributed.processes import decide_on_main
 from plabel.trainer.checkpointer import STATE_FILE, newest_valid_checkpoint, verify_checkpoint
 
@@ -120,7 +121,13 @@ def _from_checkpoint(cfg: RunConfig, path: Path, resolved: dict[str, Any]) -> Ru
 
 
 def _holds_files(path: Path) -> bool:
-    return path.is_dir() and any(p.name != LOCK_FILE for p in path.iterdir())
+    # The pool's listing is written before the run decides anything (trainer/pool_listing.py).
+    return path.is_dir() and any(p.name not in (LOCK_FILE, INDEX_FILE) for p in path.iterdir())
+
+
+def run_path(cfg: RunConfig, config_name: str) -> Path:
+    """The run folder: output_dir, or runs/<config name>-seed<seed>."""
+    return Path(cfg.output_dir) if cfg.output_dir else Path("runs") / f"{config_name}-seed{cfg.seed}"
 
 
 def decide_run_dir(cfg: RunConfig, config_name: str, resolved: dict[str, Any]) -> RunDir:
@@ -128,7 +135,7 @@ def decide_run_dir(cfg: RunConfig, config_name: str, resolved: dict[str, Any]) -
 
     Deciding under the lock means a second launch cannot decide "new" while the first is writing.
     """
-    path = Path(cfg.output_dir) if cfg.output_dir else Path("runs") / f"{config_name}-seed{cfg.seed}"
+    path = run_path(cfg, config_name)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"output_dir: {path} is a file; choose a folder")
     created_dir = not path.exists()

@@ -130,6 +130,22 @@ def check_readable(accelerator: Accelerator, splits: Splits) -> None:
             )
 
 
+def data_notes(cfg: RunConfig, splits: Splits) -> list[str]:
+    """What a user of their own data should know about the split (printed once, at the start)."""
+    if cfg.data.unlabeled.source == "none":
+        return []
+    notes = [f"note: own data: every sample of data.train is labeled ({splits.labeled_source_indices.numel()} for training); "
+             "data.labeled_per_class is not used"]
+    n = int(splits.test_source_indices.numel())
+    if cfg.data.test.source == "holdout" and n < 1000:
+        notes.append(
+            f"note: the test set is {n} labeled samples held out of data.train: small, so test accuracy moves in steps of "
+            f"{100 / n:.2f} points and is uncertain by up to ±{98 / n ** 0.5:.1f} points (95%); give a separate labeled "
+            "test set with data.test.source/name for a firmer number"
+        )
+    return notes
+
+
 def launcher_precision_note(cfg: RunConfig, accelerator: Accelerator) -> Optional[str]:
     """A line when the config's train.mixed_precision overrides what ``accelerate launch`` was told."""
     launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")

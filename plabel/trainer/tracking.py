@@ -144,7 +144,9 @@ class RunLogger:
         table = wandb.Table(columns=["image", "pseudo_label", "entropy", "true_label", "pseudo_class", "true_class"])
         for image, pseudo, ent, true in samples:
             picture = wandb.Image(image.permute(1, 2, 0).squeeze(-1).numpy())
-            table.add_data(picture, pseudo, ent, true, class_names[pseudo], class_names[true])
+            # Negative labels (junk, nobody knows) must not index the names from the end.
+            true_class = class_names[true] if true >= 0 else {-2: "(junk)", -3: "(unlabeled)"}.get(true, "")
+            table.add_data(picture, pseudo, ent, true if true >= 0 else None, class_names[pseudo], true_class)
         objects["select/samples"] = table
         objects["round/index"] = round_index  # these charts plot against rounds (define_metric below)
         self.log_rich(objects, step)
