@@ -387,7 +387,15 @@ class CheckpointConfig:
         "is an all-reduce the host waits for); one process looks at every step, for free",
     )
 
+    score_flush_batches: int = _f(
+        32,
+        "the pool's scoring pass copies results to the host and to the run folder every this many eval batches, and "
+        "looks for a preemption signal then: a job stopped mid-pass stops within one flush, and its resumption scores "
+        "only the rest",
+    )
+
     def validate(self) -> None:
+        _positive("checkpoint.score_flush_batches", self.score_flush_batches)
         _non_negative("checkpoint.every_steps", self.every_steps)
         _positive("checkpoint.keep", self.keep)
         _positive("checkpoint.stop_check_every", self.stop_check_every)

@@ -83,7 +83,8 @@ def fault_point(name: str, accelerator: Accelerator) -> None:
     """Test hook: ``PLABEL_FAULT=<name>@<rank>:<kill|raise>`` makes that rank die at ``name``.
 
     Names: ``step:<round>:<epoch>:<step>`` (after that step's update), ``scored:<round>``
-    (after scoring, before selection), ``checkpoint:<global_step>`` (checkpoint files
+    (after scoring, before selection), ``flush:<n>`` (the pool's pass, after its n-th flush; the
+    action ``term`` sends this process SIGTERM instead of dying), ``checkpoint:<global_step>`` (checkpoint files
     partly written, not yet published). Used by the kill/resume and fault tests; unset in
     normal runs, where this is one dictionary lookup.
     """
@@ -96,4 +97,7 @@ def fault_point(name: str, accelerator: Accelerator) -> None:
         return
     if action == "raise":
         raise RuntimeError(f"injected fault at {name} on rank {accelerator.process_index}")
+    if action == "term":  # a scheduler's preemption signal, delivered right here
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     os.kill(os.getpid(), signal.SIGKILL)

@@ -33,6 +33,7 @@ from plabel.trainer.loop import RoundPosition, TrainPlan, train_round
 from plabel.trainer.outputs import RoundResult, closing_lines, format_table, log_selection_media, write_pseudo_labels
 from plabel.trainer.round_selection import LabeledViews, SelectionRequest, select_for_round
 from plabel.trainer.run_dir import RunDir
+from plabel.trainer.scoring_cache import ScoreCache
 from plabel.trainer.scoring_pass import ScorePlan, accuracy, score_dataset
 from plabel.trainer.setup import loader_options, make_optimizer, reset_optimizer, run_facts
 from plabel.trainer.tracking import Replay, start_trackers, truncate_metrics
@@ -139,6 +140,8 @@ class RoundRunner:
         self.state.metrics_offset = self.logger.offset()
         path = self.checkpointer.save(self.state, self.selection)
         print_once(self.accelerator, f"checkpoint ({stage}) -> {path}")
+        if self.state.mid_round:  # the checkpoint holds this round's selection: its scoring parts are done with
+            on_main(self.accelerator, lambda: ScoreCache.clear(self.out_dir))
 
     def start_round(self, round_index: int) -> None:
         """Select this round's pseudo-labels (rounds > 0) and enter the round; its metrics wait in
@@ -147,11 +150,18 @@ class RoundRunner:
         pending: dict[str, float] = {"round/index": round_index}
         if round_index > 0:
             request = SelectionRequest.for_round(cfg, round_index, self.num_classes, self.selection)
-            plan = dataclasses.replace(self.score_plan, label=f"round {round_index}: scoring the pool")
+            # A stop during the pool's pass keeps its finished parts (the round-end checkpoint holds
+            # the model that scored them); the resumed job scores only the rest.
+            cache = ScoreCache.for_round(self.out_dir, round_index, self.state.position["global_step"])
+            plan = dataclasses.replace(self.score_plan, label=f"round {round_index}: scoring the pool", cache=cache, stoppable=True)
             scorer = self.teacher.module if self.teacher is not None else self.model
-            picked = select_for_round(
-                accelerator, scorer, self.pool, self.splits.pool_labels, request, plan, self.labeled_views, self.selection
-            )
+            try:
+                picked = select_for_round(
+                    accelerator, scorer, self.pool, self.splits.pool_labels, request, plan, self.labeled_views, self.selection
+                )
+            except Preempted:
+                self.logger.close(preempted=True)
+                raise
             self.selection = picked.selection
             pending.update(picked.metrics)
             if pending["select/nonfinite_scores"] > 0:

@@ -13,10 +13,13 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from plabel.config import RunConfig
 from plabel.data.splits import UNREADABLE
-from plabel.distributed.collectives import broadcast_buffers, gather_pool, shard_range
+from plabel.distributed.collectives import broadcast_buffers, gather_pool, max_across_processes, shard_range, sum_across_processes
+from plabel.distributed.processes import print_once
 from plabel.method.scores import energy, entropy, margin, max_probability, nearest_neighbours
 from plabel.models.features import capture_features
+from plabel.trainer.faults import Preempted, fault_point, stop_requested
 from plabel.trainer.progress import Progress
+from plabel.trainer.scoring_cache import ScoreCache
 from plabel.trainer.setup import LoaderOptions
 
 
@@ -31,17 +34,19 @@ class ScorePlan:
     temperature: float = 1.0  # scores of softmax(logits / T) (pseudo.calibrate)
     reference: Optional[torch.Tensor] = None  # (n, d) features: adds each sample's nearest similarity and distance
     num_classes: Optional[int] = None  # to find the classifier whose input is the feature (with reference)
+    cache: Optional[ScoreCache] = None  # the pool's pass: parts written to the run folder, reused on resume
+    stoppable: bool = False  # look for a preemption signal after every flush (the pool's pass in a run)
+    flush_batches: int = 32  # batches between copies to the host (and, for the pool's pass, to disk)
 
     @staticmethod
     def from_config(cfg: RunConfig, options: LoaderOptions) -> "ScorePlan":
-        return ScorePlan(cfg.train.eval_batch_size, cfg.pseudo.eps, options)
+        return ScorePlan(cfg.train.eval_batch_size, cfg.pseudo.eps, options, flush_batches=cfg.checkpoint.score_flush_batches)
 
 
 SCORE_COLUMNS = {
     "entropy": torch.float32, "prediction": torch.long, "label": torch.long,
     "max_probability": torch.float32, "margin": torch.float32, "energy": torch.float32,
 }
-FLUSH_BATCHES = 32  # results wait on the device this many batches before one copy to the host
 
 
 @torch.no_grad()
@@ -57,7 +62,7 @@ def score_shard(
     only; ``UNREADABLE`` for an image that could not be decoded, whose scores are NaN),
     max_probability, margin, energy (-logsumexp), and with ``plan.reference`` the cosine
     similarity and Euclidean distance of each sample's features to the nearest reference feature. Per-batch results
-    stay on the device and reach the host every ``FLUSH_BATCHES`` batches, so the GPU is not
+    stay on the device and reach the host every ``plan.flush_batches`` batches, so the GPU is not
     stopped after every batch.
     """
     size = len(dataset)  # type: ignore[arg-type]
@@ -70,12 +75,21 @@ def score_shard(
     shard = shard_range(accelerator, size, plan.batch_size)
     names = dict(SCORE_COLUMNS, **(dict.fromkeys(("similarity", "distance"), torch.float32) if plan.reference is not None else {}))
     columns = {name: torch.empty(len(shard), dtype=dtype) for name, dtype in names.items()}
+    remaining = _take_cached(plan.cache, shard, columns)
     options = plan.options
     loader = DataLoader(
-        Subset(dataset, shard), batch_size=plan.batch_size, shuffle=False, **options.dataloader_kwargs()
+        Subset(dataset, remaining), batch_size=plan.batch_size, shuffle=False, **options.dataloader_kwargs()
     )
+    if plan.cache is not None:
+        reused = int(sum_across_processes(accelerator, torch.tensor([len(shard) - len(remaining)], dtype=torch.float64))[0])
+        if reused:
+            print_once(accelerator, f"{plan.label}: {reused} of {size} samples scored before the restart are taken from {plan.cache.folder}")
     progress = Progress(len(loader), f"{plan.label} (this process: {len(shard)} samples)", accelerator.is_main_process, unit="batches")
+    # Every process looks for a stop signal as often as the busiest one (each look is a collective).
+    looks = _looks_needed(accelerator, len(loader), plan.flush_batches) if plan.stoppable else 0
+    flushes = 0
     pending: list[dict[str, torch.Tensor]] = []
+    stop = False
     with capture_features(bare, plan.num_classes, plan.reference is not None) as features:
         for x, y, index in loader:
             progress.update()
@@ -84,12 +98,46 @@ def score_shard(
             batch = _batch_scores(logits, y.to(accelerator.device, non_blocking=True), plan, features)
             batch["at"] = index.to(accelerator.device, non_blocking=True).long() - shard.start
             pending.append(batch)
-            if len(pending) == FLUSH_BATCHES:
-                _flush(pending, columns)
-    _flush(pending, columns)
+            if len(pending) == plan.flush_batches:
+                _flush(pending, columns, plan.cache, shard.start)
+                flushes += 1
+                if plan.stoppable:
+                    fault_point(f"flush:{flushes}", accelerator)
+                if looks:
+                    looks -= 1
+                    if stop_requested(accelerator):
+                        stop = True
+                        break
+    _flush(pending, columns, plan.cache, shard.start)
+    while looks and not stop:  # the looks this process still owes the busier ones
+        looks -= 1
+        stop = stop_requested(accelerator)
     progress.close()
     bare.train(was_training)
+    if stop:
+        raise Preempted(f"stopped while {plan.label.split(':')[-1].strip()}; the finished part is kept in the run folder")
     return torch.arange(shard.start, shard.stop), columns
+
+
+def _take_cached(cache: Optional[ScoreCache], shard: range, columns: dict[str, torch.Tensor]) -> list[int]:
+    """Fill ``columns`` from the parts a stopped job finished; the shard positions still to score.
+
+    Parts are whole scoring batches, so what remains is whole batches too and is scored in the
+    same batches as an uninterrupted pass would (the same logits, bit for bit)."""
+    todo = torch.ones(len(shard), dtype=torch.bool)
+    for start, stop, part in cache.done(shard) if cache is not None else []:
+        if set(part) != set(columns):
+            continue
+        for name, column in columns.items():
+            column[start - shard.start : stop - shard.start] = part[name]
+        todo[start - shard.start : stop - shard.start] = False
+    return (torch.nonzero(todo).flatten() + shard.start).tolist()
+
+
+def _looks_needed(accelerator: Accelerator, batches: int, flush_batches: int) -> int:
+    """Stop-signal looks of the busiest process: one per full flush."""
+    mine = torch.tensor([batches // flush_batches], dtype=torch.float32)
+    return int(max_across_processes(accelerator, mine)[0])
 
 
 def _batch_scores(
@@ -109,14 +157,23 @@ def _batch_scores(
     return out
 
 
-def _flush(pending: list[dict[str, torch.Tensor]], columns: dict[str, torch.Tensor]) -> None:
-    """Write the waiting batches' results into the host arrays (one device-to-host copy per column)."""
+def _flush(
+    pending: list[dict[str, torch.Tensor]], columns: dict[str, torch.Tensor], cache: Optional[ScoreCache] = None, offset: int = 0
+) -> None:
+    """Write the waiting batches' results into the host arrays (one device-to-host copy per
+    column) and, with a cache, into the run folder (one part per contiguous run of positions)."""
     if not pending:
         return
     at = torch.cat([b["at"] for b in pending]).cpu()
     for name, column in columns.items():
         column[at] = torch.cat([b[name] for b in pending]).cpu()
     pending.clear()
+    if cache is not None:
+        at = torch.sort(at).values
+        breaks = torch.nonzero(at[1:] != at[:-1] + 1).flatten() + 1
+        for run in torch.tensor_split(at, breaks):
+            lo, hi = int(run[0]), int(run[-1]) + 1
+            cache.write(lo + offset, hi + offset, {name: column[lo:hi].clone() for name, column in columns.items()})
 
 
 def score_dataset(
