@@ -103,3 +103,14 @@ def _png(picture: Image.Image) -> bytes:
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def word_named(root: Path, per_class: int = 4) -> Path:
+    """The labeled_folder digits in folders named by words ("zero".."nine")."""
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    images, labels = _digits()
+    for c in range(10):
+        (root / words[c]).mkdir(parents=True, exist_ok=True)
+        for n, i in enumerate(np.nonzero(labels == c)[0][100 : 100 + per_class]):
+            Image.fromarray(images[i]).save(root / words[c] / f"{n}.png")
+    return root

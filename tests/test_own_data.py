@@ -42,7 +42,7 @@ def trees(tmp_path_factory):
 def test_folder_listing_is_sorted_nested_and_skips_what_is_not_an_image(trees):
     index = scan_folder(trees["root"] / "pool", "data.unlabeled")
     names = [index.name(i) for i in range(len(index))]
-    assert names == sorted(names)
+    assert names == sorted(names, key=lambda n: n.split("/"))  # each folder's entries by name, depth first
     assert set(names) == set(trees["truth"]) | {"batch0/broken.png"}  # corrupt by content, an image by name
     assert any(n.count("/") == 3 for n in names)  # three folders deep
     assert index.skipped == 1  # README.txt; the hidden file is not even counted

@@ -3,12 +3,10 @@ only) and exit status 2, before anything heavy is imported or any file is writte
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
-
-import yaml
 
 from plabel.config import ConfigError, RunConfig, config_from_dict
 from plabel.distributed.processes import launcher_main
@@ -16,13 +14,39 @@ from plabel.distributed.processes import launcher_main
 EXIT_USER_ERROR = 2
 
 
+def quiet_libraries() -> None:
+    """Library log lines and progress bars never come before or after plabel's one-line errors:
+    datasets and huggingface_hub stay silent (plabel turns their exceptions into its lines) (a user's environment can still say otherwise)."""
+    for name, value in (("DATASETS_VERBOSITY", "critical"), ("HF_HUB_VERBOSITY", "critical"),
+                        ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
+        os.environ.setdefault(name, value)
+    if "datasets" in sys.modules:  # already imported (a test, a notebook): tell it directly
+        import datasets
+
+        datasets.utils.logging.set_verbosity(datasets.utils.logging.CRITICAL)
+        datasets.disable_progress_bars()
+
+
 def run_command(prog: str, body: Callable[[], Optional[int]]) -> int:
-    """Run a command's ``body``; a :class:`ConfigError` becomes ``<prog>: error: <line>``, exit 2."""
+    """Run a command's ``body``; a :class:`ConfigError` becomes ``<prog>: error: <line>``, exit 2,
+    and so does a file that could not be written (a full disk, a read-only file system): one line
+    naming the path and the reason."""
+    quiet_libraries()
     try:
         return body() or 0
     except ConfigError as err:
         if launcher_main():
             print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as err:
+        import errno
+
+        from plabel.trainer.run_files import WRITE_ERRNOS, write_hint
+
+        if errno.errorcode.get(err.errno or 0, "") not in WRITE_ERRNOS:
+            raise
+        where = err.filename or "a file"
+        print(f"{prog}: error: cannot write {where} ({err.strerror}); {write_hint(err)}", file=sys.stderr)
         return EXIT_USER_ERROR
 
 
@@ -40,6 +64,9 @@ def load_run(run: str) -> tuple[Path, RunConfig, dict[str, Any]]:
     run_dir = Path(run)
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "run_info.json").is_file():
         raise ConfigError(f"--run: {run_dir} is not a plabel run folder (no config.yaml / run_info.json)")
-    cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    info = json.loads((run_dir / "run_info.json").read_text())
+    from plabel.trainer.run_files import read_config, read_json
+
+    fix = "this run folder is damaged; rerun its train.py command to complete it, or use another --run"
+    cfg = config_from_dict(read_config(run_dir / "config.yaml", fix))
+    info = read_json(run_dir / "run_info.json", fix)
     return run_dir, cfg, info

@@ -99,8 +99,8 @@ def _score(args: argparse.Namespace) -> int:
         raise ConfigError(f"source: images are {kinds[source.channels]}, the run trained on {kinds[data_channels]} images")
 
     from plabel.data.splits import UNREADABLE, IndexedImages
-    from plabel.data.unlabeled import UNLABELED
     from plabel.data.transforms import source_transform
+    from plabel.data.unlabeled import UNLABELED
     from plabel.distributed.processes import on_main
     from plabel.models.prepare import load_run_model
     from plabel.trainer.scoring_pass import ScorePlan, score_dataset

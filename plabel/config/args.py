@@ -132,9 +132,20 @@ def typed_value(tp: Any, text: str) -> Any:
 
 def resolve_config(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> tuple[RunConfig, str]:
     """Parse argv into a validated config and a short name for the run folder."""
+    words = [canonical_option(w) for w in (argv if argv is not None else sys.argv[1:])]
+    _refuse_both_spellings(words)
     args = build_parser(prog).parse_args(argv)
     cfg = load_config(args.config, parse_overrides(args))
     return cfg, config_name(args.config)
+
+
+def _refuse_both_spellings(words: list[str]) -> None:
+    """--data.labeled.X and --data.train.X name one field: giving both is ambiguous, not last-wins."""
+    given = {w[2:].split("=", 1)[0] for w in words if w.startswith("--")}
+    for alias, section in SECTION_ALIASES.items():
+        for name in given:
+            if name.startswith(alias + ".") and section + name[len(alias):] in given:
+                raise ConfigError(f"--{name}: the same field as --{section}{name[len(alias):]}; give one of them")
 
 
 def config_name(config_path: Optional[str]) -> str:

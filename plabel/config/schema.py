@@ -130,6 +130,11 @@ class DataConfig:
         "training augmentation: none; light = small affine (grey images, e.g. digits) / crop + flip (colour: padded "
         "random crop up to 64 px, random-resized crop above); strong: larger moves (colour jitter) and cutout",
     )
+    max_image_pixels: Optional[int] = _f(
+        None,
+        "largest image (width x height) decoded; larger files are unreadable (a decompression bomb, or a huge scan). "
+        "None = PIL's limit (about 89 million pixels; PIL refuses twice that). Raise it for legitimate large scans",
+    )
     num_workers: int = _f(0, "DataLoader workers per process (0 = load in the training process)")
     persistent_workers: bool = _f(False, "keep DataLoader workers alive between epochs (needs num_workers > 0)")
     pin_memory: Optional[bool] = _f(None, "pin host memory for faster copies to the GPU; None = on when CUDA is used")
@@ -151,6 +156,8 @@ class DataConfig:
         if self.pool_limit is not None:
             _positive("data.pool_limit", self.pool_limit)
         _non_negative("data.num_workers", self.num_workers)
+        if self.max_image_pixels is not None:
+            _positive("data.max_image_pixels", self.max_image_pixels)
         if self.persistent_workers and self.num_workers == 0:
             raise ConfigError("data.persistent_workers: needs data.num_workers > 0")
         if not 0 <= self.junk_share < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Optional
@@ -95,6 +96,13 @@ def open_hf(cfg: SourceConfig, field: str = "data.train", labeled: bool | None =
     if not path.exists() and (cfg.name.startswith(("/", ".", "~")) or path.suffix == ".parquet"):
         raise ConfigError(f"{field}.name: local path {cfg.name!r} does not exist; point it at {_LOCAL_COPY_HINT}")
     dataset = _load_local_hf(path, cfg, field) if path.exists() else _load_hub_hf(cfg, field)
+    if labeled is not False and _is_imagefolder(path) and cfg.image_column in dataset.column_names:
+        # Class = the top-level folder under the root, as torchvision's ImageFolder has it; the
+        # imagefolder builder takes the folder just above each file (a sub-folder of a class).
+        names = _top_level_folders(dataset, cfg.image_column, _class_root(path, cfg.split), field)
+        labels, _, class_names = checked_labels(names, field, f"{field}.name")
+        description = f"hf {cfg.name} (imagefolder, {len(labels)} images in {len(class_names)} class folders)"
+        return HFImageSource(dataset, cfg.image_column, labels, class_names, description, field)
     columns = list(dataset.column_names)
     if labeled is None:
         labeled = cfg.label_column in columns
@@ -122,6 +130,51 @@ def open_hf(cfg: SourceConfig, field: str = "data.train", labeled: bool | None =
     return HFImageSource(dataset, cfg.image_column, labels, names, description, field)
 
 
+def _is_imagefolder(path: Path) -> bool:
+    """A local folder read by the imagefolder builder: no save_to_disk marker, no parquet file."""
+    markers = (*_SAVE_TO_DISK_MARKERS, "metadata.csv", "metadata.jsonl", "metadata.parquet")  # metadata files carry their own labels
+    return path.is_dir() and not any((path / m).is_file() for m in markers) and not any(path.rglob("*.parquet"))
+
+
+def _class_root(path: Path, split: str) -> Path:
+    """Where the class folders are: root/<split>/ when the folder is split that way, else root."""
+    return path / split if (path / split).is_dir() else path
+
+
+def _image_files(root: Path, field: str) -> list[str]:
+    """Every image file under ``root`` (any depth; hidden files and folders skipped), sorted."""
+    from plabel.data.pool_index import scan_folder
+
+    try:
+        index = scan_folder(root, field)
+    except ConfigError:
+        raise ConfigError(f"{field}.name: no image files under {str(root)!r}; a labeled imagefolder keeps images under root/<class>/") from None
+    return [str(index.path(i)) for i in range(len(index))]
+
+
+def _top_level_folders(dataset: Any, image_column: str, root: Path, field: str) -> list[str]:
+    """Each image's top-level folder under ``root``; images lying in ``root`` itself are refused."""
+    import datasets
+
+    column = dataset.cast_column(image_column, datasets.Image(decode=False)).with_format("arrow")[:][image_column]
+    paths = column.combine_chunks().field("path").to_pylist()
+    base = str(root.resolve())
+    tops, loose = [], []
+    for p in paths:
+        rel = os.path.relpath(os.path.realpath(p), base) if p else ""
+        parts = Path(rel).parts
+        if len(parts) < 2 or parts[0] == "..":
+            loose.append(p)
+        tops.append(parts[0] if parts else "")
+    if loose:
+        layout = "no class folders at all" if len(loose) == len(paths) else f"{len(loose)} image(s) beside the class folders"
+        raise ConfigError(
+            f"{field}.name: {root} holds {layout} (e.g. {Path(loose[0]).name!r}); a labeled imagefolder keeps each image "
+            "under root/<class>/ (any depth below it); images without labels go in data.unlabeled (source folder)"
+        )
+    return tops
+
+
 def _load_local_hf(path: Path, cfg: SourceConfig, field: str) -> Any:
     import datasets
 
@@ -135,14 +188,27 @@ def _load_local_hf(path: Path, cfg: SourceConfig, field: str) -> Any:
     parquet = _parquet_files(path, cfg.split, field)
     try:
         if parquet:
-            return datasets.load_dataset("parquet", data_files=[str(p) for p in parquet], split="train", cache_dir=cfg.root)
+            return datasets.load_dataset("parquet", data_files=[str(p) for p in parquet], split="train", cache_dir=cache_dir(cfg))
+        if path.is_dir() and not _is_imagefolder(path):  # an imagefolder with a metadata file
+            return datasets.load_dataset("imagefolder", data_dir=str(path), split=cfg.split, cache_dir=cache_dir(cfg))
         if path.is_dir():
-            return datasets.load_dataset("imagefolder", data_dir=str(path), split=cfg.split, cache_dir=cfg.root)
+            # The image files are listed here, not left to the builder's split patterns: a file
+            # whose path says "train" (a datasets cache written into the folder by plabel < 0.3)
+            # would otherwise become the train split.
+            files = _image_files(_class_root(path, cfg.split), field)
+            return datasets.load_dataset("imagefolder", data_files={"train": files}, split="train", cache_dir=cache_dir(cfg))
     except Exception as e:  # empty folder, unreadable file, unknown split: datasets raises many types
         if isinstance(e, ValueError) and "split" in str(e).lower():  # how datasets reports an unknown split
             raise ConfigError(f"{field}.split: {cfg.name}: {first_line(e)}") from e
         raise ConfigError(f"{field}.name: could not read {cfg.name} ({first_line(e)}); it should be {_LOCAL_COPY_HINT}") from e
     raise ConfigError(f"{field}.name: {cfg.name} is a file but not .parquet; point it at {_LOCAL_COPY_HINT}")
+
+
+def cache_dir(cfg: SourceConfig) -> Optional[str]:
+    """The datasets cache: Hugging Face's usual one (HF_HOME / HF_DATASETS_CACHE) unless root names
+    another. The default root "data" is the torchvision download folder, and often the folder a
+    user keeps their images in: a cache written there turned the images into a broken dataset."""
+    return None if cfg.root in ("", "data", "./data") else cfg.root
 
 
 def _parquet_files(path: Path, split: str, field: str) -> list[Path]:
@@ -171,7 +237,7 @@ def _load_hub_hf(cfg: SourceConfig, field: str) -> Any:
     import datasets
 
     try:
-        return datasets.load_dataset(cfg.name, split=cfg.split, cache_dir=cfg.root)
+        return datasets.load_dataset(cfg.name, split=cfg.split, cache_dir=cache_dir(cfg))
     except Exception as e:  # offline, unknown name, gated repo, unknown split: all unreachable for us
         raise ConfigError(
             f"{field}.name: could not load {cfg.name!r} from the Hugging Face hub and no such local path exists "

@@ -15,9 +15,11 @@ import io
 import os
 import re
 import tarfile
+import zipfile
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -100,16 +102,21 @@ class PathIndex:
 
     @staticmethod
     def load(path: Path) -> "PathIndex":
-        with np.load(path, allow_pickle=False) as z:
-            kind, root, skipped, digest = bytes(z["meta"]).decode().split("\n")
-            shard_text = bytes(z["shard_files"]).decode()
-            index = PathIndex(
-                kind, root, z["names"], z["offsets"], int(skipped), shard_text.split("\n") if shard_text else [],
-                z["shards"] if "shards" in z else None, z["starts"] if "starts" in z else None,
-                z["sizes"] if "sizes" in z else None,
-            )
+        damaged = f"data.unlabeled: {path} is damaged"
+        fix = "remove it to list the pool again (the run then scores the pool as it is on disk now)"
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                kind, root, skipped, digest = bytes(z["meta"]).decode().split("\n")
+                shard_text = bytes(z["shard_files"]).decode()
+                index = PathIndex(
+                    kind, root, z["names"], z["offsets"], int(skipped), shard_text.split("\n") if shard_text else [],
+                    z["shards"] if "shards" in z else None, z["starts"] if "starts" in z else None,
+                    z["sizes"] if "sizes" in z else None,
+                )
+        except (ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+            raise ConfigError(f"{damaged} ({type(e).__name__}); {fix}") from None
         if index.digest() != digest:
-            raise ConfigError(f"data.unlabeled: {path} is damaged (its digest does not match); remove it to list the pool again")
+            raise ConfigError(f"{damaged} (its digest does not match); {fix}")
         return index
 
     def difference(self, other: "PathIndex") -> tuple[int, int]:
@@ -120,51 +127,72 @@ class PathIndex:
 
 
 def scan_folder(root: Path, field: str) -> PathIndex:
-    """Every image file under ``root`` at any depth, sorted by relative path.
+    """Every image file under ``root`` at any depth, in path order (by path components: each
+    folder's entries by name, a sub-folder's files where its name sorts).
 
     Hidden files and folders (a leading dot) are skipped; symlinked folders are followed once (a
     folder reached twice, through a link loop or two links, is listed once); files PIL cannot
-    open by extension are counted, not listed.
+    open by extension are counted, not listed. Names go straight into one growing byte blob, so
+    memory stays near the blob's size (a few dozen bytes a file) however many files there are.
     """
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
         raise ConfigError(f"{field}.root: {str(root)!r} {what}; point it at the folder of unlabeled images")
     extensions = image_extensions()
-    names: list[str] = []
+    blob = bytearray()
+    offsets = array("q", [0])
     skipped = 0
     seen: set[tuple[int, int]] = set()
-    stack = [(root, "")]
-    while stack:
-        folder, prefix = stack.pop()
+    # Depth first; each folder's entries sorted by name, so the order is sorting by path components.
+    stack: list[tuple[str, Iterator[tuple[str, bool]]]] = []
+
+    def enter(folder: Path, prefix: str) -> None:
+        nonlocal skipped
         try:
             st = folder.stat()
             if (st.st_dev, st.st_ino) in seen:
-                continue
+                return
             seen.add((st.st_dev, st.st_ino))
-            entries = list(os.scandir(folder))
+            with os.scandir(folder) as it:
+                entries = []
+                for entry in it:
+                    if entry.name.startswith("."):
+                        continue
+                    try:
+                        is_dir = entry.is_dir()  # follows symlinks
+                        is_file = not is_dir and entry.is_file()
+                    except OSError:
+                        is_dir = is_file = False
+                    if is_dir:
+                        entries.append((entry.name, True))
+                    elif is_file and os.path.splitext(entry.name)[1].lower() in extensions:
+                        entries.append((entry.name, False))
+                    else:
+                        skipped += 1  # not an image by its extension, or a broken link
         except OSError as e:
             raise ConfigError(f"{field}.root: cannot list {folder} ({e.strerror or e}); check its permissions") from None
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            try:
-                is_dir = entry.is_dir()  # follows symlinks
-                is_file = not is_dir and entry.is_file()
-            except OSError:
-                is_dir = is_file = False
-            if is_dir:
-                stack.append((Path(entry.path), prefix + entry.name + "/"))
-            elif is_file and os.path.splitext(entry.name)[1].lower() in extensions:
-                names.append(prefix + entry.name)
-            else:
-                skipped += 1  # not an image by its extension, or a broken link
-    if not names:
+        entries.sort()
+        stack.append((prefix, iter(entries)))
+
+    enter(root, "")
+    while stack:
+        prefix, entries = stack[-1]
+        step = next(entries, None)
+        if step is None:
+            stack.pop()
+            continue
+        name, is_dir = step
+        if is_dir:
+            enter(root / (prefix + name), prefix + name + "/")
+        else:
+            blob += (prefix + name).encode("utf-8", "surrogateescape")
+            offsets.append(len(blob))
+    if len(offsets) == 1:
         raise ConfigError(
             f"{field}.root: no image files under {str(root)!r}" + (f" ({skipped} other files)" if skipped else "")
             + f"; image files have one of the extensions PIL reads ({', '.join(sorted(extensions)[:6])}, ...)"
         )
-    names.sort()
-    return PathIndex.from_names("folder", str(root), names, skipped)
+    return PathIndex("folder", str(root), np.frombuffer(bytes(blob), dtype=np.uint8), np.frombuffer(offsets, dtype=np.int64).copy(), skipped)
 
 
 _PATH_COLUMNS = ("path", "file_name", "filename", "file", "image", "image_path")

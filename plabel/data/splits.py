@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from plabel.config import ConfigError, DataConfig
@@ -69,6 +70,7 @@ def make_splits(cfg: DataConfig, seed: int, pool_index: PathIndex | None = None)
     """Open the sources and split them; every process computes the same split from ``seed``.
 
     ``pool_index``: the run's saved listing of a folder/list/tar pool (listed afresh without it)."""
+    set_pixel_limit(cfg.max_image_pixels)
     if cfg.unlabeled.source != "none":
         return _own_data_splits(cfg, seed, pool_index)
     train = open_source(cfg.train, "data.train")
@@ -136,6 +138,14 @@ def make_splits(cfg: DataConfig, seed: int, pool_index: PathIndex | None = None)
     return Splits(train, test, labeled_indices, pool_indices, test_indices, num_classes)
 
 
+def set_pixel_limit(limit: int | None) -> None:
+    """PIL's decompression-bomb limit for this process (and the loader workers it forks)."""
+    Image.MAX_IMAGE_PIXELS = limit if limit is not None else _PIL_DEFAULT_LIMIT
+
+
+_PIL_DEFAULT_LIMIT = Image.MAX_IMAGE_PIXELS
+
+
 def _own_data_splits(cfg: DataConfig, seed: int, pool_index: PathIndex | None) -> Splits:
     """A labeled source (all of it labeled, less a held-out test set) and a separate pool."""
     from plabel.data.unlabeled import LabeledAndPool, open_unlabeled, read_audit
@@ -184,13 +194,19 @@ def _own_data_splits(cfg: DataConfig, seed: int, pool_index: PathIndex | None) -
 
 
 def _align_test_classes(test: ImageSource, train: ImageSource) -> None:
-    """Give the test source the training source's class ids, matched by name when both have names
-    (string labels are numbered in sorted order, so a test set missing a class would shift them)."""
-    if test.class_names != train.class_names and not _numbered(test) and not _numbered(train):
+    """Give the test source the training source's class ids, always matched by name.
+
+    String labels and folder names are numbered in sorted order, so the same class can carry
+    another id on each side (a test set missing a class, words against digits); a name that is
+    not among the training classes is an error naming both lists, never a positional mapping."""
+    if test.class_names != train.class_names:
         ids = {name: i for i, name in enumerate(train.class_names)}
-        unknown = sorted(set(test.class_names) - set(ids))
+        unknown = [name for name in test.class_names if name not in ids]
         if unknown:
-            raise ConfigError(f"data.test: class {unknown[0]!r} is not among the training classes ({', '.join(train.class_names[:8])}, ...)")
+            raise ConfigError(
+                f"data.test: class {unknown[0]!r} is not a training class; the test classes ({_names(test.class_names)}) must "
+                f"be named as the training classes ({_names(train.class_names)})"
+            )
         remap = torch.tensor([ids[name] for name in test.class_names])
         test.labels = remap[test.labels]
         test.class_names, test.num_classes = list(train.class_names), train.num_classes
@@ -200,9 +216,8 @@ def _align_test_classes(test: ImageSource, train: ImageSource) -> None:
         )
 
 
-def _numbered(source: ImageSource) -> bool:
-    """Whether the class names are just the ids ("0", "1", ...)."""
-    return source.class_names == [str(c) for c in range(len(source.class_names))]
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
 
 
 class IndexedImages(Dataset):

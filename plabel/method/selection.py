@@ -12,7 +12,6 @@ first), and non-finite scores are never selected.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import torch

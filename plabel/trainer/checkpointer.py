@@ -179,17 +179,28 @@ class Checkpointer:
         state.seq = self.highest_seq = max(self.highest_seq, state.seq) + 1
         root = self.run_dir / CHECKPOINTS
         tmp, final = root / f"{TMP_PREFIX}{state.seq:06d}", root / f"{PREFIX}{state.seq:06d}"
-        on_main(accelerator, lambda: _fresh_dir(tmp))
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))  # every process writes its part (its RNG state)
-        chosen = selection if selection is not None else Selection.empty()
-        tensors = {"indices": chosen.indices.contiguous(), "labels": chosen.labels.contiguous()}
-        on_main(accelerator, lambda: save_file(tensors, str(tmp / SELECTION_FILE)))
-        on_main(accelerator, lambda: (tmp / STATE_FILE).write_text(dump_json(dataclasses.asdict(state), indent=1)))
-        fault_point(f"checkpoint:{state.position['global_step']}", accelerator)
-        accelerator.wait_for_everyone()
-        on_main(accelerator, lambda: _publish(tmp, final, self.cfg.keep))
-        accelerator.wait_for_everyone()
+        try:
+            on_main(accelerator, lambda: _fresh_dir(tmp))
+            accelerator.wait_for_everyone()
+            accelerator.save_state(str(tmp))  # every process writes its part (its RNG state)
+            chosen = selection if selection is not None else Selection.empty()
+            tensors = {"indices": chosen.indices.contiguous(), "labels": chosen.labels.contiguous()}
+            on_main(accelerator, lambda: save_file(tensors, str(tmp / SELECTION_FILE)))
+            on_main(accelerator, lambda: (tmp / STATE_FILE).write_text(dump_json(dataclasses.asdict(state), indent=1)))
+            fault_point(f"checkpoint:{state.position['global_step']}", accelerator)
+            accelerator.wait_for_everyone()
+            on_main(accelerator, lambda: _publish(tmp, final, self.cfg.keep))
+            accelerator.wait_for_everyone()
+        except (OSError, RuntimeError) as e:
+            # torch.save reports a full disk as a RuntimeError ("unexpected pos ..."): tell it by the free space.
+            full = isinstance(e, RuntimeError) and shutil.disk_usage(root).free < 64 * 2**20
+            # Leave no half-written checkpoint behind (the newest complete one stays).
+            on_main(accelerator, lambda: shutil.rmtree(tmp, ignore_errors=True))
+            if full:
+                import errno
+
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp)) from None
+            raise
         return final
 
     def newest(self) -> Optional[Path]:

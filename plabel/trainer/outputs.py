@@ -83,6 +83,16 @@ def write_pseudo_labels(path: Path, splits: Splits, selection: Selection, select
 
     true = splits.pool_labels[idx].tolist()
     tmp = path.with_name(f".tmp-{path.name}")
+    try:
+        _write_rows(tmp, splits, idx, selection, selected_entropy, true, name)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_rows(tmp: Path, splits: Splits, idx: torch.Tensor, selection: Selection, selected_entropy: torch.Tensor,
+                true: list[int], name: Any) -> None:
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(PSEUDO_LABEL_COLUMNS)
@@ -93,7 +103,6 @@ def write_pseudo_labels(path: Path, splits: Splits, selection: Selection, select
                 selected_entropy.double().tolist(), true,
             )
         )
-    tmp.replace(path)
 
 
 def log_selection_media(

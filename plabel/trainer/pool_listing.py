@@ -5,6 +5,7 @@ scores exactly the pool it started with; a pool that changed on disk since is re
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -13,7 +14,8 @@ from accelerate import Accelerator
 from plabel.config import ConfigError, RunConfig
 from plabel.data.pool_index import INDEX_FILE, PathIndex, build_index
 from plabel.data.unlabeled import LISTED_SOURCES
-from plabel.distributed.processes import decide_on_main
+from plabel.distributed.processes import decide_on_main, on_main
+from plabel.trainer.run_files import write_hint
 
 
 def saved_listing(cfg: RunConfig, run_folder: Path) -> Optional[Path]:
@@ -24,20 +26,45 @@ def saved_listing(cfg: RunConfig, run_folder: Path) -> Optional[Path]:
     return next((p for p in candidates if p.is_file()), None)
 
 
-def list_pool(accelerator: Accelerator, cfg: RunConfig, run_folder: Path) -> tuple[Optional[PathIndex], list[str]]:
-    """(the run's pool listing, notes to print); (None, []) for pools that need no listing."""
+@dataclass
+class PoolListing:
+    """The run's pool listing (None: the pool needs none), notes to print, and what was created for it."""
+
+    index: Optional[PathIndex] = None
+    notes: list[str] = field(default_factory=list)
+    created: list[Path] = field(default_factory=list)  # a new listing file, and the run folder if made for it
+
+    def forget(self, accelerator: Accelerator) -> None:
+        """A run refused before it started leaves nothing behind: remove what listing it created."""
+
+        def remove() -> None:
+            for path in self.created:
+                if path.is_file():
+                    path.unlink(missing_ok=True)
+                elif path.is_dir() and not any(path.iterdir()):
+                    path.rmdir()
+
+        on_main(accelerator, remove)
+
+
+def list_pool(accelerator: Accelerator, cfg: RunConfig, run_folder: Path) -> PoolListing:
+    """The run's listing of a folder/list/tar pool, made once by the main process (or reused)."""
     source = cfg.data.unlabeled
     if source.source not in LISTED_SOURCES:
-        return None, []
-    field = "data.unlabeled"
+        return PoolListing()
+    where_field = "data.unlabeled"
 
-    def decide() -> tuple[str, list[str]]:
+    def decide() -> tuple[str, list[str], list[str]]:
         saved = saved_listing(cfg, run_folder)
-        fresh = build_index(source.source, source.root, field)  # also finds a missing or empty pool, first
+        fresh = build_index(source.source, source.root, where_field)  # also finds a missing or empty pool, first
         if saved is None:
-            run_folder.mkdir(parents=True, exist_ok=True)
-            fresh.save(run_folder / INDEX_FILE)
-            return str(run_folder / INDEX_FILE), []
+            created = [] if run_folder.exists() else [run_folder]
+            try:
+                run_folder.mkdir(parents=True, exist_ok=True)
+                fresh.save(run_folder / INDEX_FILE)
+            except OSError as e:
+                raise ConfigError(f"output_dir: cannot create or write {run_folder} ({e.strerror or e}); {write_hint(e)}") from None
+            return str(run_folder / INDEX_FILE), [], [str(run_folder / INDEX_FILE), *map(str, created)]
         kept = PathIndex.load(saved)
         if (kept.kind, kept.root) != (fresh.kind, fresh.root):
             raise ConfigError(
@@ -52,11 +79,11 @@ def list_pool(accelerator: Accelerator, cfg: RunConfig, run_folder: Path) -> tup
                 f"removed); the run keeps its own listing of {len(kept)} files ({saved}): removed files are skipped "
                 "as unreadable, added ones are not scored. Start a new run (a new --output_dir) to use the new pool"
             )
-        return str(saved), notes
+        return str(saved), notes, []
 
-    where, notes = decide_on_main(accelerator, decide)
+    where, notes, created = decide_on_main(accelerator, decide)
     try:
-        return PathIndex.load(Path(where)), notes
+        return PoolListing(PathIndex.load(Path(where)), notes, [Path(p) for p in created])
     except FileNotFoundError:
         raise ConfigError(
             f"output_dir: {where} was written by the main process but this process cannot see it; with several "

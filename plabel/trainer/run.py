@@ -10,21 +10,21 @@ train per round, resumable at any step.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Sequence
 
 from accelerate.tracking import GeneralTracker
 
-from plabel.config import RunConfig
+from plabel.config import ConfigError, RunConfig
 from plabel.data.splits import make_splits
 from plabel.distributed.processes import print_once
 from plabel.models.prepare import prepare_model
 from plabel.trainer.faults import install_preemption_handlers
 from plabel.trainer.outputs import closing_lines
-from plabel.trainer.rounds import RoundRunner
 from plabel.trainer.pool_listing import list_pool
+from plabel.trainer.rounds import RoundRunner
 from plabel.trainer.run_dir import open_run_dir, run_path
+from plabel.trainer.run_files import read_json
 from plabel.trainer.setup import (
     build_accelerator,
     check_batch_split,
@@ -47,11 +47,15 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
     check_batch_split(cfg, accelerator.num_processes)
     # Data problems are user errors: find them on every process before a run folder exists (a
     # listed pool's index, written first, is the one file that may precede it).
-    pool_index, pool_notes = list_pool(accelerator, cfg, run_path(cfg, config_name))
-    splits = make_splits(cfg.data, cfg.seed, pool_index)
-    num_classes = check_num_classes(cfg, splits)
-    prepared = prepare_model(accelerator, cfg, splits.train_source, num_classes)
-    check_readable(accelerator, splits)
+    listing = list_pool(accelerator, cfg, run_path(cfg, config_name))
+    try:
+        splits = make_splits(cfg.data, cfg.seed, listing.index)
+        num_classes = check_num_classes(cfg, splits)
+        prepared = prepare_model(accelerator, cfg, splits.train_source, num_classes)
+        check_readable(accelerator, splits)
+    except ConfigError:
+        listing.forget(accelerator)
+        raise
     resolved = cfg.to_dict()
     # The precision in effect, not null: the config's, or what the launcher said. A resumed run
     # that would train at another precision is then a config difference like any other.
@@ -64,10 +68,13 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
     try:
         resolved["output_dir"] = str(run_dir.path)
         precision_note = launcher_precision_note(cfg, accelerator)
-        for note in run_dir.notes + pool_notes + data_notes(cfg, splits) + ([precision_note] if precision_note else []):
+        for note in run_dir.notes + listing.notes + data_notes(cfg, splits) + ([precision_note] if precision_note else []):
             print_once(accelerator, note if note.startswith("note:") else f"note: {note}")
         if run_dir.status == "complete":
-            summary = json.loads((run_dir.path / "summary.json").read_text())
+            summary = read_json(
+                run_dir.path / "summary.json",
+                "remove it and rerun the same command: the run resumes from its newest checkpoint and writes it again",
+            )
             print_once(accelerator, f"{run_dir.path} holds a complete run of this configuration; nothing to do.")
             print_once(accelerator, closing_lines(summary))
             accelerator.end_training()

@@ -24,6 +24,7 @@ from plabel.config import ConfigError, RunConfig, diff_configs, flatten
 from plabel.data.pool_index import INDEX_FILE
 from plabel.distributed.processes import decide_on_main
 from plabel.trainer.checkpointer import STATE_FILE, newest_valid_checkpoint, verify_checkpoint
+from plabel.trainer.run_files import read_config, read_json, restart_hint, write_atomic, write_hint
 
 # Fields that may change between a run and its resumption without changing its results.
 RESUME_IGNORES = (
@@ -100,7 +101,7 @@ def _differences_message(where: str, saved: dict[str, Any], current: dict[str, A
 
 def _run_id(path: Path) -> str:
     """The W&B run id recorded in the folder (a new one if none was)."""
-    info = json.loads((path / RUN_INFO).read_text()) if (path / RUN_INFO).is_file() else {}
+    info = read_json(path / RUN_INFO, restart_hint(path)) if (path / RUN_INFO).is_file() else {}
     return info.get("wandb_run_id", secrets.token_hex(4))
 
 
@@ -140,8 +141,11 @@ def decide_run_dir(cfg: RunConfig, config_name: str, resolved: dict[str, Any]) -
         raise ConfigError(f"output_dir: {path} is a file; choose a folder")
     created_dir = not path.exists()
     created_lock = not (path / LOCK_FILE).exists()
-    path.mkdir(parents=True, exist_ok=True)
-    lock = RunLock(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(path)
+    except OSError as e:
+        raise ConfigError(f"output_dir: cannot create or write {path} ({e.strerror or e}); {write_hint(e)}") from None
     try:
         decision = _decide(cfg, path, resolved)
     except ConfigError:  # a refused run leaves nothing behind (unlinked while still locked: no race)
@@ -164,7 +168,7 @@ def _decide(cfg: RunConfig, path: Path, resolved: dict[str, Any]) -> RunDir:
         raise ConfigError(f"output_dir: {path} already holds files that are not a plabel run; choose a new --output_dir")
     if cfg.resume == "never":
         raise ConfigError(f"output_dir: {path} already holds a run and resume is 'never'; choose a new --output_dir")
-    saved = yaml.safe_load((path / "config.yaml").read_text())
+    saved = read_config(path / "config.yaml", restart_hint(path))
     differences = config_differences(saved, resolved)
     if differences:
         raise ConfigError(
@@ -186,8 +190,8 @@ def _prepare(decision: RunDir, resolved: dict[str, Any], num_processes: int, mod
         (path / "metrics.jsonl").write_text("")
     if decision.status in ("new", "restart") or not (path / RUN_INFO).is_file():
         info = {"wandb_run_id": decision.wandb_run_id, "num_processes": num_processes, **model_info}
-        (path / RUN_INFO).write_text(json.dumps(info) + "\n")
-    (path / "config.yaml").write_text(yaml.safe_dump({**resolved, "output_dir": str(path)}, sort_keys=False))
+        write_atomic(path / RUN_INFO, json.dumps(info) + "\n")
+    write_atomic(path / "config.yaml", yaml.safe_dump({**resolved, "output_dir": str(path)}, sort_keys=False))
 
 
 def open_run_dir(

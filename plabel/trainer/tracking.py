@@ -22,6 +22,7 @@ from accelerate import Accelerator
 
 from plabel.config import TrackingConfig
 from plabel.distributed.processes import on_main, print_once
+from plabel.trainer.run_files import write_atomic
 
 
 def has_wandb_credentials() -> bool:
@@ -183,7 +184,7 @@ class RunLogger:
         run.log_artifact(artifact)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        (self.out_dir / "summary.json").write_text(dump_json(summary, indent=2) + "\n")
+        write_atomic(self.out_dir / "summary.json", dump_json(summary, indent=2) + "\n")
         run = self._wandb_run()
         if run is not None and hasattr(run, "summary"):
             run.summary.update({k: _jsonable(v) for k, v in summary.items() if isinstance(v, (int, float, str))})
@@ -261,6 +262,23 @@ class QuietLogger(RunLogger):
         pass
 
 
+def _reset_wandb() -> None:
+    """Forget a failed W&B start (its service and its claim on the run id), so the next start is clean."""
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.run.finish(exit_code=1, quiet=True)
+    except Exception:
+        pass
+    try:
+        import wandb
+
+        wandb.teardown()
+    except Exception:
+        pass
+
+
 @dataclass(frozen=True)
 class Replay:
     """What a resumed run will send again: its first ``entries`` logs, and anything up to ``last_step``."""
@@ -297,7 +315,13 @@ def start_trackers(
     init_kwargs: dict[str, Any] = {}
     if wandb_mode != "disabled":
         wandb_dir = Path(cfg.wandb_dir) if cfg.wandb_dir else out_dir
-        wandb_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            on_main(accelerator, lambda: wandb_dir.mkdir(parents=True, exist_ok=True))
+        except OSError as e:  # a run never dies for tracking
+            print_once(accelerator, f"warning: W&B is off for this run: cannot create tracking.wandb_dir {wandb_dir} "
+                       f"({e.strerror or e}); metrics.jsonl and summary.json are complete")
+            wandb_mode = "disabled"
+    if wandb_mode != "disabled":
         # W&B stages table images and artifact files in a data folder of the user's home by
         # default: kept under the run folder instead, copying the folder keeps all that a later
         # `wandb sync` uploads (unless the user chose a data folder).
@@ -316,18 +340,28 @@ def start_trackers(
             "id": wandb_run_id,
             "resume": "allow" if wandb_run_id else None,
             # Bounded wait: a node without internet must not hang at start.
-            "settings": wandb.Settings(init_timeout=60, silent=True),
+            "settings": wandb.Settings(init_timeout=float(os.environ.get("WANDB_INIT_TIMEOUT", 60)), silent=True),
         }
-    try:
-        accelerator.init_trackers(cfg.project, config=config, init_kwargs=init_kwargs)
-    except Exception as err:  # network/auth failure of an online start: keep training, offline
-        if wandb_mode != "online":
-            raise
-        print_once(accelerator, f"W&B online start failed ({type(err).__name__}: {err}); continuing offline")
-        accelerator.trackers = []
-        wandb_mode = "offline"
-        init_kwargs["wandb"]["mode"] = "offline"
-        accelerator.init_trackers(cfg.project, config=config, init_kwargs=init_kwargs)
+    # A run never dies for tracking: an online start that fails for any reason (no network, a
+    # wrong key, a server that answers badly) goes offline; an offline start that fails too
+    # leaves W&B off, with metrics.jsonl and summary.json as complete as ever.
+    fallbacks = {"online": "offline", "offline": "disabled"}
+    while True:
+        try:
+            if wandb_mode != "disabled":
+                accelerator.init_trackers(cfg.project, config=config, init_kwargs=init_kwargs)
+            break
+        except Exception as err:
+            following = fallbacks.get(wandb_mode, "disabled")
+            reason = (str(err).strip().splitlines() or [""])[0][:300]
+            then = "continuing offline (upload later with wandb sync)" if following == "offline" else (
+                "W&B is off for this run; metrics.jsonl and summary.json are complete")
+            print_once(accelerator, f"warning: W&B {wandb_mode} start failed ({type(err).__name__}: {reason}); {then}")
+            accelerator.trackers = []
+            _reset_wandb()
+            wandb_mode = following
+            if following == "offline":
+                init_kwargs["wandb"]["mode"] = "offline"
     logger = on_main(accelerator, lambda: RunLogger(accelerator, out_dir, wandb_mode, replay))
     if logger is None:
         return QuietLogger(accelerator, out_dir, wandb_mode)
