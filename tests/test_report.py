@@ -196,7 +196,7 @@ def test_unknown_report_name(capsys):
 
 def test_module_entry_point_rejects_unknown_noise(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "plabel.report", "entropy", "--noise", "pink", "--output-dir", str(tmp_path / "x")],
+        [sys.executable, "-m", "plabel.cli", "report", "entropy", "--noise", "pink", "--output-dir", str(tmp_path / "x")],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2

@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
+from plabel.config.args import SpellingsParser
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -356,7 +358,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m plabel.bench.gpu_check", description=__doc__.split("\n\n")[0])
+    parser = SpellingsParser(prog="python -m plabel.bench.gpu_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.environ.get("OUT", "gpu_check_out"), help="folder for results (default: $OUT)")
     parser.add_argument("--smoke", action="store_true", help="every stage on the CPU at toy size, in seconds (CI)")
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES), help="stages to run (default: all)")

@@ -15,7 +15,6 @@ sub-folder. Each measurement runs in a fresh process, so its peak resident memor
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import resource
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from plabel.config.args import SpellingsParser
 
 
 def _rss_mib() -> float:
@@ -123,7 +124,7 @@ def _in_fresh_process(fn: Any, *args: Any) -> dict[str, Any]:
 
 
 def main(argv: Any = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m plabel.bench.pool", description=__doc__.split("\n\n")[0])
+    parser = SpellingsParser(prog="python -m plabel.bench.pool", description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=1_000_000, help="files in the generated pool (default: 1,000,000)")
     parser.add_argument("--root", default="/tmp/plabel-pool-bench", help="where the pool folder is made (kept for reruns)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="data.num_workers values to score with")

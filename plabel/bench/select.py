@@ -30,6 +30,7 @@ from typing import Any, Callable
 import torch
 
 from plabel.bench.processes import run_processes
+from plabel.config.args import SpellingsParser
 from plabel.distributed.collectives import Traffic, gather_pool, shard_range
 from plabel.distributed.sharded_selection import all_gather_selected, select_pseudo_labels_sharded
 from plabel.method.selection import select_pseudo_labels
@@ -197,7 +198,7 @@ def bench_size(cfg: argparse.Namespace, size: int) -> tuple[list[str], bool]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = SpellingsParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[1e6, 1e7], help="pool sizes (default: 1e6 1e7)")
     parser.add_argument("--processes", type=int, default=2, help="gloo CPU processes, one thread each (default: 2)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per path; the median is shown (default: 3)")

@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 from plabel.bench.processes import run_processes
 from plabel.bench.select import digest, peak_rss_mib
 from plabel.config import PseudoConfig, RunConfig, SourceConfig
+from plabel.config.args import SpellingsParser
 from plabel.data.sources import TensorImageSource, open_embedded, open_source
 from plabel.data.splits import IndexedImages
 from plabel.data.transforms import build_transform, plain_spec, source_transform
@@ -502,7 +503,7 @@ def _common(parser: argparse.ArgumentParser, repeats: int, batch_size: int) -> N
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = SpellingsParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     scoring = commands.add_parser("scoring", help="score_shard against a bare no_grad loop, one process")

@@ -16,8 +16,8 @@ from plabel.config import ConfigError
 from plabel.config.args import OneLineParser
 
 
-def export_main(argv: Optional[Sequence[str]] = None) -> int:
-    """Write a round's labeled + pseudo-labeled training set as a Hugging Face dataset."""
+def build_parser() -> argparse.ArgumentParser:
+    """``plabel export``'s options (also read by the docs tests)."""
     parser = OneLineParser(prog="plabel export", description=export_main.__doc__, allow_abbrev=False)
     parser.add_argument("--run", required=True, help="a run folder")
     parser.add_argument("--round", type=int, default=None, help="pseudo-label round to export (default: the last one written)")
@@ -32,6 +32,12 @@ def export_main(argv: Optional[Sequence[str]] = None) -> int:
         "--push_to_hub", default=None, metavar="REPO",
         help="also push to this hub dataset repo (needs network and login); --push-to-hub also works",
     )
+    return parser
+
+
+def export_main(argv: Optional[Sequence[str]] = None) -> int:
+    """Write a round's labeled + pseudo-labeled training set as a Hugging Face dataset."""
+    parser = build_parser()
     return run_command("plabel export", lambda: _export(parser.parse_args(argv)))
 
 

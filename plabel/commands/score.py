@@ -54,8 +54,8 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name}", dest=name, default=None, metavar="VALUE", help=f"{help_text.replace('%', '%%')} (any --source.* option scores that source, whole; none: the run's test set)")
 
 
-def score_main(argv: Optional[Sequence[str]] = None) -> int:
-    """Score a dataset with a run's final weights: per-sample entropy and prediction (CSV)."""
+def build_parser() -> argparse.ArgumentParser:
+    """``plabel score``'s options (also read by the docs tests)."""
     parser = OneLineParser(prog="plabel score", description=score_main.__doc__, allow_abbrev=False)
     parser.add_argument("--run", required=True, help="a finished run folder (holds model.safetensors)")
     parser.add_argument(
@@ -73,6 +73,12 @@ def score_main(argv: Optional[Sequence[str]] = None) -> int:
         "process counts only at the same threads per process: oneDNN's sums follow the thread count",
     )
     _add_source_options(parser)
+    return parser
+
+
+def score_main(argv: Optional[Sequence[str]] = None) -> int:
+    """Score a dataset with a run's final weights: per-sample entropy and prediction (CSV)."""
+    parser = build_parser()
     return run_command("plabel score", lambda: _score(parser.parse_args(argv)))
 
 

@@ -65,6 +65,24 @@ class OneLineParser(argparse.ArgumentParser):
         raise ConfigError(f"{message}; run with --help for every option")
 
 
+class SpellingsParser(argparse.ArgumentParser):
+    """A parser for the experiment and benchmark commands: every long option answers to both
+    spellings, ``--test-root`` and ``--test_root`` (as ``train.py`` and the ``plabel`` commands do)."""
+
+    def add_argument(self, *names: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        spelled = list(names)
+        for name in names:
+            if isinstance(name, str) and name.startswith("--"):
+                for other in ("--" + name[2:].replace("-", "_"), "--" + name[2:].replace("_", "-")):
+                    if other not in spelled:
+                        spelled.append(other)
+        return super().add_argument(*spelled, **kwargs)
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("parser_class", SpellingsParser)
+        return super().add_subparsers(**kwargs)
+
+
 def _escape_percent(text: str) -> str:
     # argparse %-formats help strings; the schema's help says "k%" and "5%" as plain text.
     return text.replace("%", "%%")

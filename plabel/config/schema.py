@@ -14,9 +14,8 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import ConfigDict
 
-
-class ConfigError(ValueError):
-    """A user error in the configuration; its message is one line naming the field."""
+from plabel.config.errors import ConfigError
+from plabel.config.model_names import check_model_name
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -118,7 +117,7 @@ class DataConfig:
     junk_share: float = _f(
         0.0,
         "benchmark a dirty pool: add junk images (no class; a pseudo-label on one is always wrong) until they are "
-        "this share of the pool (0.3 = 30%%); never in the labeled or test set",
+        "this share of the pool (0.3 = 30%); never in the labeled or test set",
     )
     junk_kinds: list[str] = _f(
         ["gaussian", "uniform", "blank", "saturated", "shuffled", "letters", "shapes", "fragments"],
@@ -203,9 +202,7 @@ class ModelConfig:
     num_classes: Optional[int] = _f(None, "output classes; None = from the data (labels must lie in 0..num_classes-1)")
 
     def validate(self) -> None:
-        from plabel.models.names import check_model_name  # no library import: the form only
-
-        check_model_name(self.name)
+        check_model_name(self.name)  # the form only: no library is imported
         if self.num_classes is not None and self.num_classes < 2:
             raise ConfigError(f"model.num_classes: must be >= 2, got {self.num_classes}")
         if self.pretrained and self.weights:
@@ -313,11 +310,11 @@ class PseudoConfig:
     )
     accumulate: bool = _f(
         False,
-        "keep earlier selections (with their first pseudo-labels) and fill up to k%% from the rest; "
+        "keep earlier selections (with their first pseudo-labels) and fill up to k% from the rest; "
         "false re-selects from the whole pool each round",
     )
     reinit_model: bool = _f(False, "re-initialise the model at the start of each round instead of continuing")
-    class_balanced: bool = _f(True, "select the same fraction of each predicted class instead of one global k%%")
+    class_balanced: bool = _f(True, "select the same fraction of each predicted class instead of one global k%")
     eps: float = _f(1e-10, "added inside log2 so a zero probability gives a finite entropy")
     alpha_schedule: Literal["linear", "lee", "constant"] = _f(
         "linear", "linear: 0 in the first epoch up to alpha_max by alpha_ramp_epochs; lee: Lee (2013) T1/T2/alpha_f; constant: alpha_max"

@@ -13,6 +13,8 @@ import torch
 
 from plabel.config import ConfigError
 
+UNLABELED = -3  # the label of a pool sample nobody labeled (junk is -2, an unreadable image -1)
+
 
 class UnreadableImage(Exception):
     """A sample whose image cannot be decoded; the message names it (file or row) and says why."""

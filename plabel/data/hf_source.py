@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from plabel.config import ConfigError, SourceConfig
-from plabel.data.base import ImageSource, UnreadableImage, checked_labels, first_line
+from plabel.data.base import UNLABELED, ImageSource, UnreadableImage, checked_labels, first_line
 from plabel.data.pixels import DECODE_ERRORS, MODES, decode_failure, to_uint8_chw
 
 
@@ -113,8 +113,6 @@ def open_hf(cfg: SourceConfig, field: str = "data.train", labeled: bool | None =
     import datasets
 
     if not labeled:
-        from plabel.data.unlabeled import UNLABELED
-
         description = f"hf {cfg.name} ({cfg.split}, {len(dataset)} unlabeled rows)"
         if len(dataset) == 0:
             raise ConfigError(f"{field}.name: {cfg.name} holds no rows; check {field}.split and the path or name")

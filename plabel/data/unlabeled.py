@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from plabel.config import ConfigError, SourceConfig
-from plabel.data.base import ImageSource, UnreadableImage
+from plabel.data.base import UNLABELED, ImageSource, UnreadableImage
 from plabel.data.pixels import DECODE_ERRORS, MODES, decode_failure, to_uint8_chw
 from plabel.data.pool_index import PathIndex, build_index
 
-UNLABELED = -3  # the label of a pool sample nobody labeled (JUNK is -2, UNREADABLE -1)
+__all__ = ["UNLABELED", "IgnoredLabels", "LabeledAndPool", "ListedSource", "LISTED_SOURCES", "open_unlabeled", "read_audit"]
 LISTED_SOURCES = ("folder", "list", "tar")  # pools plabel lists itself (pool_index.npz)
 
 

@@ -31,6 +31,8 @@ import yaml
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from plabel.config.args import SpellingsParser
+
 ROUNDS = 5
 CURRICULUM = "[20, 40, 60, 80, 100]"
 # name -> (description, overrides). All rows but the DEFAULT_ROWS: ROUNDS rounds, continued
@@ -351,7 +353,7 @@ def write_report(results: dict[str, Any], out: Path) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m plabel.experiments.ablation", description=__doc__.split("\n\n")[0])
+    parser = SpellingsParser(prog="python -m plabel.experiments.ablation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="results folder (runs are reused when rerun)")
     parser.add_argument("--labels", type=int, nargs="+", default=[10], help="labels per class settings (default: 10)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")

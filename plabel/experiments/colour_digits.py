@@ -11,13 +11,13 @@ the digits (``zero`` ... ``nine``), so labels are class names, as in a Hugging F
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image
 
+from plabel.config.args import SpellingsParser
 from plabel.data.files import open_embedded
 
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -56,7 +56,7 @@ def write_folder(out: Path, corrupt: int, min_size: int, max_size: int, seed: in
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m plabel.experiments.colour_digits", description=__doc__.split("\n\n")[0])
+    parser = SpellingsParser(prog="python -m plabel.experiments.colour_digits", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder to create (must be new or empty)")
     parser.add_argument("--corrupt", type=int, default=0, help="files that are not images, to add (default: 0)")
     parser.add_argument("--min-size", type=int, default=32, help="smallest side in pixels (default: 32)")

@@ -2,7 +2,7 @@
 
     plabel report entropy                                   # 64 test images vs 64 gaussian noise inputs
     plabel report entropy --noise shuffled --num-samples 256 --output-dir runs/entropy-shuffled
-    accelerate launch -m plabel.report entropy --config configs/mnist.yaml   # on every device of the launch config
+    accelerate launch -m plabel.cli report entropy --config configs/mnist.yaml   # on every device of the launch config
     plabel report entropy --help                            # report options and every config option
 
 The entropy report repeats the seed article's experiment: does low entropy single out real

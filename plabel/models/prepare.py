@@ -25,10 +25,10 @@ from accelerate import Accelerator
 from torch import nn
 
 from plabel.config import ConfigError, RunConfig
+from plabel.config.model_names import check_model_name
 from plabel.data.base import ImageSource
 from plabel.data.transforms import InputSpec, plain_spec
 from plabel.distributed.processes import decide_on_main
-from plabel.models.names import check_model_name
 from plabel.models.weights import load_matching, pretrained_file, read_weights
 from plabel.models.zoo import LibraryDefaults, build_model, library_defaults
 

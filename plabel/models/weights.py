@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from plabel.config import ConfigError
+from plabel.config.model_names import check_model_name
 from plabel.models.features import classifier_module
-from plabel.models.names import check_model_name
 
 TIMM_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's hub loader tries, in order
 

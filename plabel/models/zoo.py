@@ -13,8 +13,8 @@ from typing import Any, Optional
 from torch import nn
 
 from plabel.config import ConfigError
+from plabel.config.model_names import ModelName, check_model_name, suggest
 from plabel.models.builtin import SmallCNN, cifar_resnet18
-from plabel.models.names import ModelName, check_model_name, suggest
 
 # torchvision classifiers whose training-mode output carries auxiliary logits: built without them.
 _NO_AUX = {"inception_v3": {"aux_logits": False, "init_weights": True}, "googlenet": {"aux_logits": False, "init_weights": True}}

@@ -1,7 +1,8 @@
 """Model names as users write them: a built-in name, ``timm/<name>`` or ``torchvision/<name>``.
 
 Only the form is checked here (the config does it, without importing a library); whether the
-library knows the name is checked when the model is built, with close matches suggested.
+library knows the name is checked when the model is built (``plabel/models/zoo.py``), with close
+matches suggested. It lives with the config, which checks it, so the config never imports models.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from plabel.config.schema import ConfigError
+from plabel.config.errors import ConfigError
 
 BUILTIN = ("small_cnn", "small_cnn_nobn", "resnet18")
 LIBRARIES = ("timm", "torchvision")
