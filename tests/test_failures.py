@@ -203,10 +203,11 @@ def _workers(proc):
     return [p for p in psutil.Process(proc.pid).children(recursive=True) if "train.py" in " ".join(p.cmdline())]
 
 
-@pytest.mark.parametrize("how", ["SIGTERM to the launcher", "SIGUSR1 to rank 1"])
+@pytest.mark.parametrize("how", ["SIGTERM to the launcher", "SIGUSR1 to rank 1", "SIGTERM to the launcher, loader workers"])
 def test_preemption_signal_checkpoints_and_resumes(tmp_path, how):
     out = tmp_path / "run"
-    args = [*LONG, "--output_dir", str(out)]
+    # With loader workers the launcher's SIGTERM reaches them too: they must leave it to training.
+    args = [*LONG, "--output_dir", str(out), *(["--data.num_workers", "1"] if "workers" in how else [])]
     proc = _launch(args)
     _wait_for(proc, "round 0 done")
     sent = time.time()
@@ -224,6 +225,8 @@ def test_preemption_signal_checkpoints_and_resumes(tmp_path, how):
     state = json.loads((newest / "plabel_state.json").read_text())
     # Stopped inside round 1, or exactly at the end of round 0 if the signal beat its last check.
     assert state["next_round"] == 1 and state["position"]["global_step"] >= 24, rest[-2000:]
+    if "workers" in how:
+        assert "DataLoader worker" not in rest and ("checkpoint (preemption)" in rest or "stopped after round 0" in rest), rest[-2000:]
     if how.startswith("SIGUSR1"):
         # Either a preemption checkpoint inside round 1, or (the signal beat the check after round
         # 0's checkpoint, which is then the one to resume from) a stop right after round 0.

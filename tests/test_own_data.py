@@ -382,3 +382,15 @@ def test_benchmark_mode_is_unchanged_by_the_new_column(tmp_path):
     assert 0 < summary["rounds"][1]["pseudo_label_precision"] <= 1
     assert not (out / INDEX_FILE).exists()
     assert os.path.isfile(out / "config.yaml")
+
+
+def test_wandb_table_of_pseudo_labels_names_pool_images_by_path(trees, tmp_path):
+    """What W&B receives: the offline run's pseudo-label table has the path column, filled."""
+    out = tmp_path / "run"
+    proc = _train(_own(trees, "folder", out, {"tracking.mode": "offline"}))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tables = sorted(out.rglob("pseudo_labels_round02*.table.json"))
+    assert tables, list(out.rglob("*.table.json"))
+    table = json.loads(tables[0].read_text())
+    column = table["columns"].index("path")
+    assert table["data"] and all(row[column] in trees["truth"] for row in table["data"])

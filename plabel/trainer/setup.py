@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +37,20 @@ class LoaderOptions:
             "num_workers": self.num_workers,
             "persistent_workers": self.persistent_workers and self.num_workers > 0,
             "pin_memory": self.pin_memory,
+            "worker_init_fn": ignore_preemption_signals if self.num_workers > 0 else None,
         }
 
     def layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+
+def ignore_preemption_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM/SIGUSR1 to their training process, which checkpoints and
+    then ends them. A scheduler or launcher signals the whole process group; a worker dying of it
+    would crash the training step ("DataLoader worker is killed by signal") before the checkpoint.
+    Workers still end with their process (torch's loaders watch their parent)."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def build_accelerator(cfg: RunConfig, extra_trackers: Sequence[GeneralTracker] = ()) -> tuple[Accelerator, str]:
