@@ -77,8 +77,9 @@ def _train_options() -> set[str]:
 def _command_options(name: str) -> set[str]:
     from plabel.commands.export import build_parser as export_parser
     from plabel.commands.score import build_parser as score_parser
+    from plabel.commands.sweep import build_parser as sweep_parser
 
-    parser = {"score": score_parser, "export": export_parser}[name]()
+    parser = {"score": score_parser, "export": export_parser, "sweep": sweep_parser}[name]()
     return {s for action in parser._actions for s in action.option_strings}
 
 
@@ -97,7 +98,7 @@ def test_every_option_in_a_command_exists(page):
             continue
         if w == "plabel":
             command = words[i + 1] if i + 1 < len(words) else ""
-            if command in ("score", "export"):
+            if command in ("score", "export", "sweep"):
                 known = _command_options(command)
             elif command == "train":
                 known = train

@@ -37,9 +37,10 @@ def _check_outputs(out: Path, processes: int):
     for round_index, expected_rows in ((1, None), (2, None)):
         with open(out / f"pseudo_labels_round{round_index:02d}.csv") as f:
             rows = list(csv.DictReader(f))
-        assert list(rows[0]) == [  # the first five as before; class names appended
-            "pool_index", "source_index", "pseudo_label", "entropy", "true_label", "pseudo_label_name", "true_label_name",
+        assert list(rows[0]) == [  # the first five as before; class names, then the sample's path, appended
+            "pool_index", "source_index", "pseudo_label", "entropy", "true_label", "pseudo_label_name", "true_label_name", "path",
         ]
+        assert all(r["path"] == r["source_index"] for r in rows)  # in-memory digits are named by their row
         assert all(r["pseudo_label_name"] == r["pseudo_label"] for r in rows)  # digits are named by their id
         assert len(rows) == summary["rounds"][round_index]["pseudo_labeled"]
         pool_indices = [int(r["pool_index"]) for r in rows]

@@ -119,6 +119,10 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
             f"--{name}", *_aliases(name), dest=name, default=argparse.SUPPRESS, metavar="VALUE",
             help=_escape_percent(f"{help_text}{_literal_choices(tp)} (default: {default!r})"),
         )
+    sweep = parser.add_argument_group("one run of a plabel sweep (what a W&B sweep agent passes)")
+    sweep.add_argument("--grid", default=None, help="a sweep's grid file: its base config and the row's overrides, under the options given here")
+    sweep.add_argument("--row", default=None, help="the grid's row to run (with --grid)")
+    sweep.add_argument("--sweep_out", default=None, help="the sweep's folder (with --grid; default runs/sweeps/<grid name>)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.epochs=3")
     return parser
 
@@ -153,8 +157,31 @@ def resolve_config(argv: Optional[Sequence[str]] = None, prog: str = "train.py")
     words = [canonical_option(w) for w in (argv if argv is not None else sys.argv[1:])]
     _refuse_both_spellings(words)
     args = build_parser(prog).parse_args(argv)
-    cfg = load_config(args.config, parse_overrides(args))
-    return cfg, config_name(args.config)
+    overrides = parse_overrides(args)
+    config_path = args.config
+    if args.grid or args.row:
+        config_path, overrides = _sweep_run(args, overrides)
+    cfg = load_config(config_path, overrides)
+    return cfg, config_name(config_path)
+
+
+def _sweep_run(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[Optional[str], dict[str, Any]]:
+    """``--grid G --row R``: the row's run, as ``plabel sweep`` would start it (its folder, W&B group,
+    job type and tags); options given on the command line still win."""
+    if not (args.grid and args.row):
+        raise ConfigError("--grid and --row: give both (a grid file and one of its rows)")
+    from plabel.sweeps.grid import load_grid
+    from plabel.sweeps.runs import run_dir
+
+    grid = load_grid(args.grid)
+    row = grid.row(args.row)
+    seed = int(overrides.get("seed", grid.seeds[0]))
+    out = Path(args.sweep_out) if args.sweep_out else Path("runs") / "sweeps" / grid.name
+    planned = {
+        **grid.overrides(row), "seed": seed, "output_dir": str(run_dir(out, row.name, seed)),
+        "tracking.group": grid.name, "tracking.job_type": row.name, "tracking.tags": [row.name, f"seed{seed}"],
+    }
+    return args.config or (str(grid.base) if grid.base else None), {**planned, **overrides}
 
 
 def _refuse_both_spellings(words: list[str]) -> None:

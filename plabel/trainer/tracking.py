@@ -262,6 +262,11 @@ class QuietLogger(RunLogger):
         pass
 
 
+def _drop_wandb(accelerator: Accelerator) -> None:
+    """Take W&B out of the trackers the Accelerator will start (it was asked for, then turned off)."""
+    accelerator.log_with = [t for t in accelerator.log_with if str(getattr(t, "name", t)) != "wandb"]
+
+
 def _reset_wandb() -> None:
     """Forget a failed W&B start (its service and its claim on the run id), so the next start is clean."""
     try:
@@ -332,6 +337,7 @@ def start_trackers(
         init_kwargs["wandb"] = {
             "entity": cfg.entity,
             "group": cfg.group,
+            "job_type": cfg.job_type,
             "name": cfg.run_name or run_name,
             "tags": cfg.tags or None,
             "notes": cfg.notes,
@@ -346,10 +352,11 @@ def start_trackers(
     # wrong key, a server that answers badly) goes offline; an offline start that fails too
     # leaves W&B off, with metrics.jsonl and summary.json as complete as ever.
     fallbacks = {"online": "offline", "offline": "disabled"}
+    if wandb_mode == "disabled":
+        _drop_wandb(accelerator)
     while True:
         try:
-            if wandb_mode != "disabled":
-                accelerator.init_trackers(cfg.project, config=config, init_kwargs=init_kwargs)
+            accelerator.init_trackers(cfg.project, config=config, init_kwargs=init_kwargs)
             break
         except Exception as err:
             following = fallbacks.get(wandb_mode, "disabled")
@@ -362,6 +369,8 @@ def start_trackers(
             wandb_mode = following
             if following == "offline":
                 init_kwargs["wandb"]["mode"] = "offline"
+            else:  # the other trackers (a test's recorder, ...) start without W&B
+                _drop_wandb(accelerator)
     logger = on_main(accelerator, lambda: RunLogger(accelerator, out_dir, wandb_mode, replay))
     if logger is None:
         return QuietLogger(accelerator, out_dir, wandb_mode)

@@ -1,0 +1,150 @@
+"""``plabel sweep GRID.yaml``: a grid of rows x seeds, run side by side here or as one SLURM array
+job, then one table. Finished runs are never run again; interrupted ones resume.
+
+    plabel sweep configs/sweeps/tiny.yaml --backend local --jobs 2      # run what is missing, then the table
+    plabel sweep configs/sweeps/tiny.yaml --backend slurm --gpus 1 --cpus 8 --time 04:00:00 --max-parallel 8
+    plabel sweep configs/sweeps/tiny.yaml --status                      # done / running / failed / interrupted / missing
+    plabel sweep configs/sweeps/tiny.yaml --collect                     # the table from what is done
+    plabel sweep configs/sweeps/tiny.yaml --wandb-sweep                 # the equivalent W&B sweep file
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+
+from plabel.commands.common import run_command
+from plabel.config import ConfigError
+from plabel.config.args import OneLineParser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``plabel sweep``'s options (also read by the docs tests)."""
+    parser = OneLineParser(prog="plabel sweep", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("grid", help="the grid file (configs/sweeps/*.yaml shows the format)")
+    parser.add_argument("--out", default=None, help="the sweep's folder (default: runs/sweeps/<grid name>)")
+    parser.add_argument("--backend", choices=("local", "slurm"), default="local",
+                        help="local: runs side by side on this machine, cores split between them; slurm: one sbatch --array job")
+    parser.add_argument("--jobs", type=int, default=1, help="local: runs at once (default 1); each gets cores / jobs torch threads")
+    parser.add_argument("--status", action="store_true", help="say what is done, running, failed (with its last error line), interrupted or missing")
+    parser.add_argument("--collect", action="store_true", help="write the table (sweep.md/json/csv/png) from the finished runs")
+    parser.add_argument("--wandb_sweep", action="store_true",
+                        help="write <out>/wandb-sweep.yaml: the W&B sweep over rows x seeds (wandb sweep <file>; wandb agent runs train.py)")
+    for name, help_text in (("gpus", "GPUs per task"), ("cpus", "CPU cores per task"), ("time", "time limit per task (HH:MM:SS)"),
+                            ("max_parallel", "array tasks running at once (sbatch --array=...%N)"),
+                            ("partition", "SLURM partition"), ("account", "SLURM account")):
+        parser.add_argument(f"--{name}", default=None, help=f"slurm: {help_text} (default: the grid file's slurm: section)")
+    return parser
+
+
+def sweep_main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run a grid of rows x seeds and write its table."""
+    return run_command("plabel sweep", lambda: _sweep(build_parser().parse_args(argv)))
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from plabel.sweeps.grid import load_grid
+    from plabel.sweeps.runs import states
+
+    grid = load_grid(args.grid)  # every row checked before anything runs or is submitted
+    out = Path(args.out or Path("runs") / "sweeps" / grid.name).resolve()
+    if args.status:
+        _print_status(grid, out)
+        return 0
+    if args.wandb_sweep:
+        path = write_wandb_sweep(grid, out)
+        print(f"W&B sweep file -> {path}  (wandb sweep {path}; then wandb agent <sweep id>)")
+        return 0
+    if args.collect:
+        return _table(grid, out)
+    todo = [(s.row, s.seed) for s in states(grid, out) if s.state not in ("done", "running")]
+    if not todo:
+        print(f"sweep {grid.name}: every run is done or running ({len(grid.runs())} runs)")
+        return _table(grid, out) if all(s.state == "done" for s in states(grid, out)) else 0
+    if args.backend == "slurm":
+        from plabel.sweeps.slurm import submit
+
+        resources = {**grid.slurm, **{k: getattr(args, k) for k in ("gpus", "cpus", "time", "max_parallel", "partition", "account")
+                                     if getattr(args, k) is not None}}
+        job = submit(grid, out, todo, resources)
+        print(f"sweep {grid.name}: submitted array job {job} with {len(todo)} run(s) -> {out}  (plabel sweep {args.grid} --status)")
+        return 0
+    failed = _run_locally(grid, out, todo, max(1, args.jobs))
+    code = _table(grid, out)
+    return 1 if failed else code
+
+
+def _run_locally(grid: Any, out: Path, todo: list[tuple[str, int]], jobs: int) -> int:
+    from plabel.sweeps.runs import log_file, train_command
+
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs)  # concurrent runs share the cores
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+
+    def one(row: str, seed: int) -> int:
+        log = log_file(out, row, seed)
+        cmd = train_command(grid, grid.row(row), seed, out, ["--train.cpu_threads", str(threads)])
+        with open(log, "a") as f:
+            status = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1")).returncode
+        log.with_suffix(".exit").write_text(f"{status}\n")
+        return status
+
+    failed = 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(one, row, seed): (row, seed) for row, seed in todo}
+        for future in concurrent.futures.as_completed(futures):
+            row, seed = futures[future]
+            status = future.result()
+            failed += status != 0
+            print(f"sweep {grid.name}: {row} seed {seed} " + ("done" if status == 0 else f"failed (exit {status}; {log_file(out, row, seed)})"),
+                  flush=True)
+    return failed
+
+
+def _print_status(grid: Any, out: Path) -> None:
+    from plabel.sweeps.runs import states
+
+    found = states(grid, out)
+    counts = {state: sum(s.state == state for s in found) for state in ("done", "running", "failed", "interrupted", "missing")}
+    print(f"sweep {grid.name} ({out}): " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    for s in found:
+        print(f"  {s.row:24s} seed {s.seed:<4d} {s.state}" + (f"  {s.detail}" if s.detail else ""))
+
+
+def _table(grid: Any, out: Path) -> int:
+    from plabel.sweeps.table import write_table
+
+    if not out.is_dir():
+        raise ConfigError(f"--out: {out} does not exist; run the sweep first")
+    table = write_table(grid, out)
+    missing = [r["row"] for r in table["rows"] if not r["complete"]]
+    print((out / "sweep.md").read_text().rstrip())
+    print(f"table -> {out}/sweep.md, sweep.json, sweep.csv, sweep.png" + (f"  (rows missing seeds: {', '.join(missing)})" if missing else ""))
+    return 0
+
+
+def write_wandb_sweep(grid: Any, out: Path) -> Path:
+    """A W&B grid sweep over rows x seeds whose runs are exactly the local/SLURM ones."""
+    out.mkdir(parents=True, exist_ok=True)
+    from plabel.sweeps.runs import TRAIN_PY
+
+    spec = {
+        "name": grid.name,
+        "program": str(TRAIN_PY),
+        "method": "grid",
+        "parameters": {
+            "grid": {"value": str(grid.path)},
+            "sweep_out": {"value": str(out)},
+            "row": {"values": [row.name for row in grid.rows]},
+            "seed": {"values": list(grid.seeds)},
+        },
+        "command": ["${env}", "python", "${program}", "${args}"],
+    }
+    path = out / "wandb-sweep.yaml"
+    path.write_text(f"# wandb sweep {path}   (written by plabel sweep {grid.path} --wandb-sweep)\n" + yaml.safe_dump(spec, sort_keys=False))
+    return path

@@ -1,0 +1,117 @@
+"""plabel sweep: the grid file's checks, the local backend, --status at each stage, the table, W&B
+grouping read back from the offline run files, and the W&B sweep file train.py understands."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import ROOT
+
+from plabel.cli import main as plabel_main
+from plabel.config.args import resolve_config
+
+TINY_GRID = ROOT / "configs" / "sweeps" / "tiny.yaml"
+
+
+def _grid(tmp_path: Path, **changes) -> Path:
+    data = yaml.safe_load(TINY_GRID.read_text())
+    data.update(changes)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"rows": [{"name": "a", "overrides": {"pseudo.scor": "random"}}]}, "rows[0] 'a': pseudo.scor: unknown train.py option"),
+    ({"rows": [{"name": "a", "overrides": {"pseudo.score": "randm"}}]}, "row 'a': pseudo.score"),
+    ({"rows": [{"name": "a"}, {"name": "a"}]}, "rows[1]: row name 'a' is used twice"),
+    ({"rows": []}, "the grid has no rows"),
+    ({"seeds": []}, "seeds must be a non-empty list"),
+    ({"rows": [{"name": "a", "overrides": {"seed": 3}}]}, "seed: set by the sweep"),
+    ({"bogus": 1}, "unknown key 'bogus'"),
+])
+def test_a_bad_grid_is_one_line_before_anything_runs(tmp_path, capsys, change, expected):
+    grid = _grid(tmp_path, **change)
+    out = tmp_path / "sweep"
+    assert plabel_main(["sweep", str(grid), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+    assert not out.exists()
+
+
+def _status(out: Path, capsys) -> dict[tuple[str, int], str]:
+    capsys.readouterr()
+    assert plabel_main(["sweep", str(TINY_GRID), "--out", str(out), "--status"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    return {(line.split()[0], int(line.split()[2])): line.split()[3] for line in lines}
+
+
+def test_local_sweep_runs_what_is_missing_resumes_and_writes_one_table(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert set(_status(out, capsys).values()) == {"missing"}
+    assert plabel_main(["sweep", str(TINY_GRID), "--out", str(out), "--jobs", "2"]) == 0
+    assert set(_status(out, capsys).values()) == {"done"}
+    table = json.loads((out / "sweep.json").read_text())
+    assert [r["row"] for r in table["rows"]] == ["entropy", "random"]
+    for r in table["rows"]:
+        finals = [json.loads((out / r["row"] / f"seed{s}" / "summary.json").read_text())["final_accuracy"] for s in (0, 1)]
+        assert r["final_accuracy"][0] == pytest.approx(sum(finals) / 2) and r["complete"]
+    assert (out / "sweep.md").read_text().count("|") > 10 and (out / "sweep.csv").is_file() and (out / "sweep.png").is_file()
+    before = (out / "sweep.md").read_text()
+    # A lost run: only it runs again, and the table is the same (the same command, threads and seed).
+    shutil.rmtree(out / "random" / "seed1")
+    assert _status(out, capsys)[("random", 1)] == "missing"
+    capsys.readouterr()
+    assert plabel_main(["sweep", str(TINY_GRID), "--out", str(out), "--jobs", "2"]) == 0
+    ran = capsys.readouterr().out
+    assert "random seed 1 done" in ran and "entropy seed 0" not in ran
+    assert (out / "sweep.md").read_text() == before
+    # Nothing left: nothing runs.
+    assert plabel_main(["sweep", str(TINY_GRID), "--out", str(out)]) == 0
+    assert "every run is done" in capsys.readouterr().out
+
+
+def test_status_names_a_failed_run_with_its_error_and_the_table_marks_missing_seeds(tmp_path, capsys):
+    grid = _grid(tmp_path, rows=[
+        {"name": "ok", "description": "runs", "overrides": {}},
+        {"name": "broken", "description": "its data is not there", "overrides": {"data.train.source": "hf", "data.train.name": "/nonexistent/data"}},
+    ], seeds=[0])
+    out = tmp_path / "sweep"
+    assert plabel_main(["sweep", str(grid), "--out", str(out)]) == 1
+    capsys.readouterr()
+    assert plabel_main(["sweep", str(grid), "--out", str(out), "--status"]) == 0
+    status = capsys.readouterr().out
+    broken = next(line for line in status.splitlines() if line.strip().startswith("broken"))
+    assert "failed" in broken and "exit 2" in broken and "data.train.name" in broken
+    md = (out / "sweep.md").read_text()
+    assert "**0 of 1**" in md and "missing seeds" in md
+
+
+def test_sweep_runs_join_one_wandb_group_with_row_job_type_and_tags(tmp_path, capsys):
+    from wandb_records import of_type
+
+    grid = _grid(tmp_path, seeds=[0], rows=[{"name": "entropy", "description": "", "overrides": {"tracking.mode": "offline"}}])
+    out = tmp_path / "sweep"
+    assert plabel_main(["sweep", str(grid), "--out", str(out)]) == 0
+    (log,) = (out / "entropy" / "seed0" / "wandb").glob("offline-run-*/*.wandb")
+    (run,) = of_type(log, "run")
+    assert run.run_group == "tiny" and run.job_type == "entropy" and list(run.tags) == ["entropy", "seed0"]
+
+
+def test_wandb_sweep_file_is_yaml_whose_command_train_py_parses(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert plabel_main(["sweep", str(TINY_GRID), "--out", str(out), "--wandb-sweep"]) == 0
+    spec = yaml.safe_load((out / "wandb-sweep.yaml").read_text())
+    assert spec["method"] == "grid" and spec["command"] == ["${env}", "python", "${program}", "${args}"]
+    assert spec["parameters"]["row"]["values"] == ["entropy", "random"] and spec["parameters"]["seed"]["values"] == [0, 1]
+    # What the agent passes for one grid point: --key=value for each parameter.
+    params = spec["parameters"]
+    argv = [f"--grid={params['grid']['value']}", f"--sweep_out={params['sweep_out']['value']}", "--row=random", "--seed=1"]
+    cfg, _ = resolve_config(argv)
+    assert cfg.pseudo.score == "random" and cfg.seed == 1 and cfg.output_dir == str(out / "random" / "seed1")
+    assert cfg.tracking.group == "tiny" and cfg.tracking.job_type == "random" and cfg.tracking.tags == ["random", "seed1"]
+    assert cfg.train.steps_per_epoch == 3  # the grid's options
