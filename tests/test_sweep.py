@@ -115,3 +115,26 @@ def test_wandb_sweep_file_is_yaml_whose_command_train_py_parses(tmp_path, capsys
     assert cfg.pseudo.score == "random" and cfg.seed == 1 and cfg.output_dir == str(out / "random" / "seed1")
     assert cfg.tracking.group == "tiny" and cfg.tracking.job_type == "random" and cfg.tracking.tags == ["random", "seed1"]
     assert cfg.train.steps_per_epoch == 3  # the grid's options
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["bogus=1"], "bogus=1: expected key=value with a train.py option"),
+    (["pseudo.score=randm"], "pseudo.score"),
+    (["--rows", "nope"], "no row 'nope'"),
+    (["--seeds", "7"], "--seeds: 7 is not among the grid's seeds"),
+])
+def test_command_line_options_and_filters_are_checked(tmp_path, capsys, argv, expected):
+    out = tmp_path / "sweep"
+    assert plabel_main(["sweep", str(TINY_GRID), *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+    assert not out.exists()
+
+
+def test_options_and_filters_run_only_the_runs_asked_for(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert plabel_main(["sweep", str(TINY_GRID), "pseudo.top_k_percent=40", "--rows", "random", "--seeds", "1", "--out", str(out)]) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.glob("*/seed*")) == ["random/seed1"]
+    config = yaml.safe_load((out / "random" / "seed1" / "config.yaml").read_text())
+    assert config["pseudo"]["top_k_percent"] == 40.0 and config["pseudo"]["score"] == "random"
+    assert "**1 of 2**" in (out / "sweep.md").read_text()

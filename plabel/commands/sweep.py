@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     """``plabel sweep``'s options (also read by the docs tests)."""
     parser = OneLineParser(prog="plabel sweep", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("grid", help="the grid file (configs/sweeps/*.yaml shows the format)")
+    parser.add_argument("options", nargs="*", metavar="key=value",
+                        help="train.py options for every run, on top of the grid's (a machine's paths: data.test.root=/data/mnist-test)")
+    parser.add_argument("--rows", nargs="+", default=None, help="run only these rows (default: all)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="run only these seeds (default: the grid's)")
     parser.add_argument("--out", default=None, help="the sweep's folder (default: runs/sweeps/<grid name>)")
     parser.add_argument("--backend", choices=("local", "slurm"), default="local",
                         help="local: runs side by side on this machine, cores split between them; slurm: one sbatch --array job")
@@ -52,7 +56,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from plabel.sweeps.grid import load_grid
     from plabel.sweeps.runs import states
 
-    grid = load_grid(args.grid)  # every row checked before anything runs or is submitted
+    grid = load_grid(args.grid, _options(args.options))  # every row checked before anything runs or is submitted
     out = Path(args.out or Path("runs") / "sweeps" / grid.name).resolve()
     if args.status:
         _print_status(grid, out)
@@ -63,7 +67,13 @@ def _sweep(args: argparse.Namespace) -> int:
         return 0
     if args.collect:
         return _table(grid, out)
-    todo = [(s.row, s.seed) for s in states(grid, out) if s.state not in ("done", "running")]
+    for name in args.rows or []:
+        grid.row(name)  # an unknown row is one line
+    unknown_seeds = sorted(set(args.seeds or []) - set(grid.seeds))
+    if unknown_seeds:
+        raise ConfigError(f"--seeds: {unknown_seeds[0]} is not among the grid's seeds {grid.seeds}")
+    todo = [(s.row, s.seed) for s in states(grid, out) if s.state not in ("done", "running")
+            and (args.rows is None or s.row in args.rows) and (args.seeds is None or s.seed in args.seeds)]
     if not todo:
         print(f"sweep {grid.name}: every run is done or running ({len(grid.runs())} runs)")
         return _table(grid, out) if all(s.state == "done" for s in states(grid, out)) else 0
@@ -78,6 +88,23 @@ def _sweep(args: argparse.Namespace) -> int:
     failed = _run_locally(grid, out, todo, max(1, args.jobs))
     code = _table(grid, out)
     return 1 if failed else code
+
+
+def _options(words: list[str]) -> dict[str, Any]:
+    """``key=value`` words as typed train.py options (``--key`` spellings accepted too)."""
+    from plabel.config.args import typed_value
+    from plabel.config.load import iter_fields
+    from plabel.sweeps.grid import _canonical
+
+    types = {name: tp for name, tp, _, _ in iter_fields()}
+    out: dict[str, Any] = {}
+    for word in words:
+        key, eq, text = word.partition("=")
+        name = _canonical(key)
+        if not eq or name not in types:
+            raise ConfigError(f"{word}: expected key=value with a train.py option (data.test.root=/data/mnist-test)")
+        out[name] = typed_value(types[name], text)
+    return out
 
 
 def _run_locally(grid: Any, out: Path, todo: list[tuple[str, int]], jobs: int) -> int:

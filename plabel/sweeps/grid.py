@@ -73,8 +73,11 @@ def _canonical(key: str) -> str:
     return key
 
 
-def load_grid(path: str | Path) -> Grid:
-    """Read and check a grid file; a ConfigError (one line) for anything wrong in it."""
+def load_grid(path: str | Path, extra: Optional[dict[str, Any]] = None) -> Grid:
+    """Read and check a grid file; a ConfigError (one line) for anything wrong in it.
+
+    ``extra``: options for every run given on the command line (a machine's data path), on top of
+    the grid's ``options``."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: grid file does not exist; see configs/sweeps/ for examples")
@@ -98,7 +101,7 @@ def load_grid(path: str | Path) -> Grid:
         raise ConfigError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{path}: seed listed twice in {seeds}")
-    options = _overrides(data.get("options") or {}, f"{path}: options")
+    options = {**_overrides(data.get("options") or {}, f"{path}: options"), **_overrides(extra or {}, "plabel sweep")}
     rows_data = data.get("rows")
     if not isinstance(rows_data, list) or not rows_data:
         raise ConfigError(f"{path}: the grid has no rows; give rows: a list of name / description / overrides")
