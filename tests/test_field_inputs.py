@@ -390,6 +390,8 @@ def test_unwritable_wandb_dir_turns_tracking_off_not_the_run(tmp_path):
                            "--output_dir", str(out)])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "warning: W&B" in proc.stdout and (out / "summary.json").is_file()
+    assert not (out / "scoring").exists()  # one epoch a round: the round-end checkpoint clears the pool pass's parts
+    assert not (ROOT / "wandb").exists()  # W&B really off, not started in the working folder
 
 
 # --- commands -------------------------------------------------------------------------------------

@@ -140,8 +140,8 @@ class RoundRunner:
         self.state.metrics_offset = self.logger.offset()
         path = self.checkpointer.save(self.state, self.selection)
         print_once(self.accelerator, f"checkpoint ({stage}) -> {path}")
-        if self.state.mid_round:  # the checkpoint holds this round's selection: its scoring parts are done with
-            on_main(self.accelerator, lambda: ScoreCache.clear(self.out_dir))
+        # Every checkpoint after a pool's scoring pass holds that round's selection: its parts are done with.
+        on_main(self.accelerator, lambda: ScoreCache.clear(self.out_dir))
 
     def start_round(self, round_index: int) -> None:
         """Select this round's pseudo-labels (rounds > 0) and enter the round; its metrics wait in

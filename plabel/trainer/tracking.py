@@ -264,7 +264,12 @@ class QuietLogger(RunLogger):
 
 def _drop_wandb(accelerator: Accelerator) -> None:
     """Take W&B out of the trackers the Accelerator will start (it was asked for, then turned off)."""
-    accelerator.log_with = [t for t in accelerator.log_with if str(getattr(t, "name", t)) != "wandb"]
+    from accelerate.tracking import GeneralTracker
+
+    # LoggerType.WANDB's str() is "wandb" (its .name is "WANDB"); a tracker object has .name.
+    accelerator.log_with = [
+        t for t in accelerator.log_with if (t.name if isinstance(t, GeneralTracker) else str(t)) != "wandb"
+    ]
 
 
 def _reset_wandb() -> None:
@@ -359,7 +364,9 @@ def start_trackers(
             accelerator.init_trackers(cfg.project, config=config, init_kwargs=init_kwargs)
             break
         except Exception as err:
-            following = fallbacks.get(wandb_mode, "disabled")
+            if wandb_mode == "disabled":  # not W&B's failure: a tracker given by the caller
+                raise
+            following = fallbacks[wandb_mode]
             reason = (str(err).strip().splitlines() or [""])[0][:300]
             then = "continuing offline (upload later with wandb sync)" if following == "offline" else (
                 "W&B is off for this run; metrics.jsonl and summary.json are complete")
