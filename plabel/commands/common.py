@@ -37,6 +37,12 @@ def run_command(prog: str, body: Callable[[], Optional[int]]) -> int:
     except ConfigError as err:
         if launcher_main():
             print(f"{prog}: error: {err}", file=sys.stderr)
+        else:
+            # The launcher ends every process as soon as one exits non-zero: the others wait a
+            # moment, so the first process's line is written before it is cut off.
+            import time
+
+            time.sleep(2.0)
         return EXIT_USER_ERROR
     except OSError as err:
         import errno
