@@ -123,19 +123,15 @@ class IgnoredLabels(ImageSource):
         image = self.base.image(index)
         if image.shape[0] == self.channels:
             return image
-        return image.expand(3, -1, -1).clone() if self.channels == 3 else _grey(image)
+        from torchvision.transforms.v2.functional import rgb_to_grayscale
+
+        return image.expand(3, -1, -1).clone() if self.channels == 3 else rgb_to_grayscale(image)
 
     def sample_name(self, index: int) -> str:
         return self.base.sample_name(index)
 
     def describe(self, index: int) -> str:
         return self.base.describe(index)
-
-
-def _grey(image: torch.Tensor) -> torch.Tensor:
-    """ITU-R 601 luma, as PIL's ``convert("L")``."""
-    weights = torch.tensor([299, 587, 114], dtype=torch.int32).view(3, 1, 1)
-    return ((image.int() * weights).sum(0, keepdim=True) + 500).div(1000, rounding_mode="floor").to(torch.uint8)
 
 
 class LabeledAndPool(ImageSource):

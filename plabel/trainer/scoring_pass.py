@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -119,13 +119,16 @@ def score_shard(
     return torch.arange(shard.start, shard.stop), columns
 
 
-def _take_cached(cache: Optional[ScoreCache], shard: range, columns: dict[str, torch.Tensor]) -> list[int]:
+def _take_cached(cache: Optional[ScoreCache], shard: range, columns: dict[str, torch.Tensor]) -> Sequence[int]:
     """Fill ``columns`` from the parts a stopped job finished; the shard positions still to score.
 
     Parts are whole scoring batches, so what remains is whole batches too and is scored in the
     same batches as an uninterrupted pass would (the same logits, bit for bit)."""
+    parts = cache.done(shard) if cache is not None else []
+    if not parts:  # the usual pass: the shard itself, not a list of a million positions
+        return shard
     todo = torch.ones(len(shard), dtype=torch.bool)
-    for start, stop, part in cache.done(shard) if cache is not None else []:
+    for start, stop, part in parts:
         if set(part) != set(columns):
             continue
         for name, column in columns.items():

@@ -274,19 +274,13 @@ def _drop_wandb(accelerator: Accelerator) -> None:
 
 def _reset_wandb() -> None:
     """Forget a failed W&B start (its service and its claim on the run id), so the next start is clean."""
-    try:
-        import wandb
+    import wandb
 
-        if wandb.run is not None:
-            wandb.run.finish(exit_code=1, quiet=True)
-    except Exception:
-        pass
-    try:
-        import wandb
-
-        wandb.teardown()
-    except Exception:
-        pass
+    for step in (lambda: wandb.run is not None and wandb.run.finish(exit_code=1, quiet=True), wandb.teardown):
+        try:
+            step()
+        except Exception:  # already half gone: what is left is torn down by the next step
+            pass
 
 
 @dataclass(frozen=True)
