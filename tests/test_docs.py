@@ -192,3 +192,16 @@ def test_experiment_and_benchmark_commands_take_both_spellings(module, argv, mon
     with pytest.raises(SystemExit):
         importlib.import_module(module).main(argv)
     assert captured["args"] is not None
+
+
+@pytest.mark.parametrize("command", ["train", "score", "export", "sweep", "report"])
+def test_every_command_prints_its_help(command, capsys):
+    """--help of every plabel command (a stray % in a help string once made `plabel sweep --help` crash)."""
+    from plabel.cli import main
+
+    try:
+        code = main([command, "--help"])
+    except SystemExit as ended:
+        code = ended.code
+    assert code == 0
+    assert "usage:" in capsys.readouterr().out

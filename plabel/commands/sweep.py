@@ -3,7 +3,7 @@ job, then one table. Finished runs are never run again; interrupted ones resume.
 
     plabel sweep configs/sweeps/tiny.yaml --backend local --jobs 2      # run what is missing, then the table
     plabel sweep configs/sweeps/tiny.yaml --backend slurm --gpus 1 --cpus 8 --time 04:00:00 --max-parallel 8
-    plabel sweep configs/sweeps/tiny.yaml --status                      # done / running / failed / interrupted / missing
+    plabel sweep configs/sweeps/tiny.yaml --status                      # done / running / queued / failed / interrupted / missing
     plabel sweep configs/sweeps/tiny.yaml --collect                     # the table from what is done
     plabel sweep configs/sweeps/tiny.yaml --wandb-sweep                 # the equivalent W&B sweep file
 """
@@ -36,12 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=("local", "slurm"), default="local",
                         help="local: runs side by side on this machine, cores split between them; slurm: one sbatch --array job")
     parser.add_argument("--jobs", type=int, default=1, help="local: runs at once (default 1); each gets cores / jobs torch threads")
-    parser.add_argument("--status", action="store_true", help="say what is done, running, failed (with its last error line), interrupted or missing")
+    parser.add_argument("--status", action="store_true",
+                        help="say what is done, running, queued (in SLURM), failed (with its last error line), interrupted or missing")
     parser.add_argument("--collect", action="store_true", help="write the table (sweep.md/json/csv/png) from the finished runs")
     parser.add_argument("--wandb_sweep", action="store_true",
                         help="write <out>/wandb-sweep.yaml: the W&B sweep over rows x seeds (wandb sweep <file>; wandb agent runs train.py)")
-    for name, help_text in (("gpus", "GPUs per task"), ("cpus", "CPU cores per task"), ("time", "time limit per task (HH:MM:SS)"),
-                            ("max_parallel", "array tasks running at once (sbatch --array=...%N)"),
+    for name, help_text in (("gpus", "GPUs per task (0: the CPU form of the single-run script)"), ("cpus", "CPU cores per task"),
+                            ("processes", "training processes per task (default: one per GPU, 1 without GPUs)"),
+                            ("time", "time limit per task (HH:MM:SS)"),
+                            ("max_parallel", "array tasks running at once (sbatch --array=...%%N)"),
                             ("partition", "SLURM partition"), ("account", "SLURM account")):
         parser.add_argument(f"--{name}", default=None, help=f"slurm: {help_text} (default: the grid file's slurm: section)")
     return parser
@@ -55,6 +58,7 @@ def sweep_main(argv: Optional[Sequence[str]] = None) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from plabel.sweeps.grid import load_grid
     from plabel.sweeps.runs import states
+    from plabel.sweeps.slurm import queue
 
     grid = load_grid(args.grid, _options(args.options))  # every row checked before anything runs or is submitted
     out = Path(args.out or Path("runs") / "sweeps" / grid.name).resolve()
@@ -72,18 +76,28 @@ def _sweep(args: argparse.Namespace) -> int:
     unknown_seeds = sorted(set(args.seeds or []) - set(grid.seeds))
     if unknown_seeds:
         raise ConfigError(f"--seeds: {unknown_seeds[0]} is not among the grid's seeds {grid.seeds}")
-    todo = [(s.row, s.seed) for s in states(grid, out) if s.state not in ("done", "running")
+    held = queue(out)  # runs SLURM still holds (an earlier --backend slurm submission) are not run again
+    if held is None:
+        raise ConfigError(f"{out}: this sweep was submitted to SLURM and squeue does not answer here; run this where it does "
+                          f"(so that queued runs are not run twice), or delete {out}/slurm/jobs.txt if none of its jobs is queued")
+    found = states(grid, out, held)
+    todo = [(s.row, s.seed) for s in found if s.state not in ("done", "running", "queued")
             and (args.rows is None or s.row in args.rows) and (args.seeds is None or s.seed in args.seeds)]
     if not todo:
-        print(f"sweep {grid.name}: every run is done or running ({len(grid.runs())} runs)")
-        return _table(grid, out) if all(s.state == "done" for s in states(grid, out)) else 0
+        if all(s.state == "done" for s in found):
+            print(f"sweep {grid.name}: every run is done ({len(found)} runs); nothing to run or submit")
+            return _table(grid, out)
+        print(f"sweep {grid.name}: nothing to run or submit: " + _counts(found) + f"  (plabel sweep {args.grid} --status)")
+        return 0
     if args.backend == "slurm":
         from plabel.sweeps.slurm import submit
 
-        resources = {**grid.slurm, **{k: getattr(args, k) for k in ("gpus", "cpus", "time", "max_parallel", "partition", "account")
-                                     if getattr(args, k) is not None}}
+        resources = {**grid.slurm, **{k: getattr(args, k) for k in ("gpus", "cpus", "processes", "time", "max_parallel", "partition",
+                                                                    "account") if getattr(args, k) is not None}}
         job = submit(grid, out, todo, resources)
         print(f"sweep {grid.name}: submitted array job {job} with {len(todo)} run(s) -> {out}  (plabel sweep {args.grid} --status)")
+        for i, (row, seed) in enumerate(todo, 1):
+            print(f"  task {job}_{i}: {row} seed {seed}")
         return 0
     failed = _run_locally(grid, out, todo, max(1, args.jobs))
     code = _table(grid, out)
@@ -115,7 +129,10 @@ def _run_locally(grid: Any, out: Path, todo: list[tuple[str, int]], jobs: int) -
 
     def one(row: str, seed: int) -> int:
         log = log_file(out, row, seed)
-        cmd = train_command(grid, grid.row(row), seed, out, ["--train.cpu_threads", str(threads)])
+        # Unless the grid, the row or a key=value option sets the threads (then they win: the same
+        # threads as the same run under --backend slurm give the same numbers).
+        split = [] if "train.cpu_threads" in grid.overrides(grid.row(row)) else ["--train.cpu_threads", str(threads)]
+        cmd = train_command(grid, grid.row(row), seed, out, split)
         with open(log, "a") as f:
             status = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1")).returncode
         log.with_suffix(".exit").write_text(f"{status}\n")
@@ -133,12 +150,20 @@ def _run_locally(grid: Any, out: Path, todo: list[tuple[str, int]], jobs: int) -
     return failed
 
 
+def _counts(found: list[Any]) -> str:
+    from plabel.sweeps.runs import STATES
+
+    return ", ".join(f"{sum(s.state == state for s in found)} {state}" for state in STATES)
+
+
 def _print_status(grid: Any, out: Path) -> None:
     from plabel.sweeps.runs import states
+    from plabel.sweeps.slurm import queue
 
-    found = states(grid, out)
-    counts = {state: sum(s.state == state for s in found) for state in ("done", "running", "failed", "interrupted", "missing")}
-    print(f"sweep {grid.name} ({out}): " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    held = queue(out)
+    found = states(grid, out, held)
+    note = "  (SLURM's queue not read: squeue does not answer here)" if held is None else ""
+    print(f"sweep {grid.name} ({out}): " + _counts(found) + note)
     for s in found:
         print(f"  {s.row:24s} seed {s.seed:<4d} {s.state}" + (f"  {s.detail}" if s.detail else ""))
 

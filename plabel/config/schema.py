@@ -124,10 +124,12 @@ class DataConfig:
         "kinds of junk, in turn: gaussian/uniform noise, blank/saturated images, shuffled (a digit's pixels "
         "permuted), letters (another domain), shapes (geometric), fragments (a zoomed-in piece of a digit)",
     )
-    augment: Literal["none", "light", "strong"] = _f(
+    augment: Literal["none", "light", "strong", "elastic", "randaugment", "trivialaugment"] = _f(
         "light",
         "training augmentation: none; light = small affine (grey images, e.g. digits) / crop + flip (colour: padded "
-        "random crop up to 64 px, random-resized crop above); strong: larger moves (colour jitter) and cutout",
+        "random crop up to 64 px, random-resized crop above); strong: larger moves (colour jitter) and cutout; "
+        "elastic: strong + an elastic distortion (digits; about 3x strong's CPU time per image); randaugment / "
+        "trivialaugment: light's moves + torchvision's policy + cutout",
     )
     max_image_pixels: Optional[int] = _f(
         None,
@@ -200,9 +202,16 @@ class ModelConfig:
         "model.safetensors); tensors whose shape does not fit the classifier head are re-initialised",
     )
     num_classes: Optional[int] = _f(None, "output classes; None = from the data (labels must lie in 0..num_classes-1)")
+    dropout: Optional[float] = _f(
+        None,
+        "dropout before the classifier (built-ins: small_cnn's two head dropouts, resnet18 before its fc; timm: "
+        "drop_rate; torchvision: the builder's dropout, where it has one); None = the network's own (small_cnn 0.3)",
+    )
 
     def validate(self) -> None:
         check_model_name(self.name)  # the form only: no library is imported
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout: must be in [0, 1), got {self.dropout}")
         if self.num_classes is not None and self.num_classes < 2:
             raise ConfigError(f"model.num_classes: must be >= 2, got {self.num_classes}")
         if self.pretrained and self.weights:
@@ -245,6 +254,18 @@ class TrainConfig:
         "with several processes, BatchNorm normalises with the global batch's statistics (one all-reduce per "
         "BatchNorm layer and step), as one process would; false: each process's own batch (classic DDP)",
     )
+    budget: Literal["steps", "data"] = _f(
+        "steps",
+        "steps: every epoch is train.steps_per_epoch steps; data: an epoch of a round with pseudo-labels also passes "
+        "once over them (max(steps_per_epoch, ceil(pseudo-labeled / pseudo_batch_size)) steps), so a round's budget "
+        "grows with its selection (rounds that converge)",
+    )
+    label_smoothing: float = _f(0.0, "label smoothing of both cross-entropies (0 = none; 0.1 is usual)")
+    mixup_alpha: float = _f(
+        0.0,
+        "mixup over the step's whole batch (labeled and pseudo-labeled together, Arazo et al. 2020): inputs and "
+        "targets mixed with a partner with weight lambda ~ Beta(a, a); 0 = off, 1 = the usual",
+    )
     optimizer: Literal["adam", "sgd"] = _f("adam", "adam or sgd (momentum 0.9, nesterov)")
     lr: float = _f(1e-3, "peak learning rate")
     weight_decay: float = _f(5e-4, "weight decay")
@@ -270,6 +291,9 @@ class TrainConfig:
         if not self.lr > 0:
             raise ConfigError(f"train.lr: must be > 0, got {self.lr}")
         _non_negative("train.weight_decay", self.weight_decay)
+        _non_negative("train.mixup_alpha", self.mixup_alpha)
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"train.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
 
 
 @dataclass
@@ -281,10 +305,23 @@ class PseudoConfig:
         [20.0, 40.0, 60.0, 80.0],
         "percent of the whole pool selected per round (lowest entropy): one number, or one per round",
     )
-    score: Literal["entropy", "max_probability", "margin", "energy", "random"] = _f(
+    score: Literal["entropy", "max_probability", "margin", "energy", "disagreement", "random"] = _f(
         "entropy",
         "what ranks the pool: entropy (lowest first), max_probability or margin (highest first), energy "
-        "(-logsumexp of the logits, lowest first), or random (the baseline: same counts, random samples)",
+        "(-logsumexp of the logits, lowest first), disagreement (with score_views > 1: the number of views whose "
+        "argmax differs from the averaged prediction, lowest first, ties by entropy; UPS-like), or random (the "
+        "baseline: same counts, random samples)",
+    )
+    score_views: int = _f(
+        1,
+        "views of each pool image the teacher averages (softmax probabilities) before scoring and labelling: 1 = "
+        "the clean image; K > 1 = K passes (K times the scoring cost, which the run prints)",
+    )
+    score_noise: Literal["shift", "dropout"] = _f(
+        "shift",
+        "what differs between the views: shift = the clean image and fixed one-pixel shifts (test-time "
+        "augmentation, no randomness); dropout = MC dropout, K passes with dropout on, seeded by the pool position "
+        "(so the same on any number of processes)",
     )
     calibrate: bool = _f(
         False,
@@ -303,10 +340,10 @@ class PseudoConfig:
         "(KNN out-of-distribution score); k% is then taken of what it lets through",
     )
     guard_quantile: float = _f(0.05, "knn guard: the share of the labeled samples' own nearest-neighbour similarities and distances beyond the thresholds")
-    augment: Literal["same", "strong"] = _f(
+    augment: Literal["same", "strong", "elastic", "randaugment", "trivialaugment"] = _f(
         "same",
-        "augmentation of the pseudo-labeled batch: same as the labeled batch, or strong (FixMatch / Noisy Student: "
-        "the pseudo-label comes from the clean view, the loss from a strongly augmented one)",
+        "augmentation of the pseudo-labeled batch: same as the labeled batch, or a data.augment level (FixMatch / "
+        "Noisy Student: the pseudo-label comes from the clean view, the loss from a strongly augmented one)",
     )
     accumulate: bool = _f(
         False,
@@ -332,6 +369,11 @@ class PseudoConfig:
 
     def validate(self) -> None:
         _non_negative("pseudo.rounds", self.rounds)
+        _positive("pseudo.score_views", self.score_views)
+        if self.score_noise == "shift" and self.score_views > 13:
+            raise ConfigError(f"pseudo.score_views: shift has 13 views (the clean image and 12 shifts), got {self.score_views}")
+        if self.score == "disagreement" and self.score_views < 2:
+            raise ConfigError("pseudo.score: disagreement needs pseudo.score_views >= 2 (views to disagree)")
         ks = self.top_k_percent if isinstance(self.top_k_percent, list) else [self.top_k_percent]
         if isinstance(self.top_k_percent, list) and len(ks) != self.rounds:
             raise ConfigError(

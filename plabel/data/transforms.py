@@ -75,24 +75,50 @@ def build_transform(data_channels: int, spec: InputSpec, augment: str, train: bo
         shorter = round(min(h, w) / spec.crop_pct)
         steps += [v2.Resize(shorter, interpolation=interpolation, antialias=True), v2.CenterCrop((h, w))]
     if augmenting:
-        if data_channels == 1:
-            if augment == "light":
-                steps.append(v2.RandomAffine(degrees=10, translate=(0.1, 0.1)))
-            else:
-                steps.append(v2.RandomAffine(degrees=15, translate=(0.12, 0.12), scale=(0.85, 1.15), shear=10))
-        else:
-            if not large_colour:
-                steps.append(v2.RandomCrop((h, w), padding=max(1, min(h, w) // 8), padding_mode="reflect"))
-            steps.append(v2.RandomHorizontalFlip())
-            if augment == "strong":
-                steps.append(v2.ColorJitter(0.4, 0.4, 0.4, 0.1))
+        steps += _augmentations(data_channels, augment, (h, w), large_colour)
     if spec.channels != data_channels:
         steps.append(RepeatChannels(spec.channels))
     steps.append(v2.ToDtype(torch.float32, scale=True))
-    if augmenting and augment == "strong":  # cutout, as FixMatch's strong augmentation ends with
+    if augmenting and augment in CUTOUT_LEVELS:  # cutout, as FixMatch's strong augmentation ends with
         steps.append(v2.RandomErasing(p=0.5, scale=(0.02, 0.15), value=0.0))
     steps.append(v2.Normalize(list(spec.mean), list(spec.std)))
     return v2.Compose(steps)
+
+
+# Levels that end with cutout (every level stronger than light).
+CUTOUT_LEVELS = ("strong", "elastic", "randaugment", "trivialaugment")
+
+
+def _augmentations(data_channels: int, augment: str, size: tuple[int, int], large_colour: bool) -> list[Any]:
+    """The random moves of one ``data.augment`` level, on the uint8 image (before cutout).
+
+    Grey images (digits) keep their class under small affine moves, not under flips; colour
+    images get a crop and a flip. Above that: strong = larger affine (grey) / colour jitter;
+    elastic = strong's affine plus an elastic distortion (Simard et al. 2003, the classic MNIST
+    student noise); randaugment / trivialaugment = torchvision's policies (Noisy Student / FixMatch
+    and TrivialAugment) after the base moves.
+    """
+    h, w = size
+    steps: list[Any] = []
+    if data_channels == 1:
+        if augment in ("strong", "elastic"):
+            steps.append(v2.RandomAffine(degrees=15, translate=(0.12, 0.12), scale=(0.85, 1.15), shear=10))
+        else:  # light, and the base under the policies (which add their own rotations and shears)
+            steps.append(v2.RandomAffine(degrees=10, translate=(0.1, 0.1)))
+    else:
+        if not large_colour:
+            steps.append(v2.RandomCrop((h, w), padding=max(1, min(h, w) // 8), padding_mode="reflect"))
+        steps.append(v2.RandomHorizontalFlip())
+        if augment in ("strong", "elastic"):
+            steps.append(v2.ColorJitter(0.4, 0.4, 0.4, 0.1))
+    if augment == "elastic":
+        # alpha in pixels of displacement before smoothing; sigma ~ 1/7 of a 28-pixel digit.
+        steps.append(v2.ElasticTransform(alpha=34.0 * min(h, w) / 28, sigma=4.0 * min(h, w) / 28))
+    elif augment == "randaugment":
+        steps.append(v2.RandAugment(num_ops=2, magnitude=9))
+    elif augment == "trivialaugment":
+        steps.append(v2.TrivialAugmentWide())
+    return steps
 
 
 def plain_spec(channels: int, size: tuple[int, int]) -> InputSpec:

@@ -14,6 +14,7 @@ def combined_loss(
     alpha: float,
     share_labeled: float = 1.0,
     share_pseudo: float = 1.0,
+    label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return (total, labeled term, pseudo term); each term is a mean over its own batch.
 
@@ -21,15 +22,50 @@ def combined_loss(
     labeled batch whatever their sizes. With no pseudo batch the pseudo term is 0. When these
     batches are one process's part of a global batch, ``share_*`` is the part's size over the
     global batch's, and each term is this part's share of the global mean (summing the shares of
-    all processes gives the global batch's loss).
+    all processes gives the global batch's loss). ``label_smoothing`` smooths both terms' targets.
     """
-    loss_labeled = _weighted(F.cross_entropy(logits_labeled.float(), targets_labeled), share_labeled)
+    smooth = label_smoothing
+    loss_labeled = _weighted(F.cross_entropy(logits_labeled.float(), targets_labeled, label_smoothing=smooth), share_labeled)
     if logits_pseudo is None or targets_pseudo is None or logits_pseudo.shape[0] == 0:
         loss_pseudo = torch.zeros((), device=logits_labeled.device)
     else:
-        loss_pseudo = _weighted(F.cross_entropy(logits_pseudo.float(), targets_pseudo), share_pseudo)
+        loss_pseudo = _weighted(F.cross_entropy(logits_pseudo.float(), targets_pseudo, label_smoothing=smooth), share_pseudo)
     return loss_labeled + alpha * loss_pseudo, loss_labeled, loss_pseudo
 
 
 def _weighted(mean: torch.Tensor, share: float) -> torch.Tensor:
     return mean if share == 1.0 else mean * share
+
+
+def mixed_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    partner_targets: torch.Tensor,
+    is_pseudo: torch.Tensor,
+    partner_is_pseudo: torch.Tensor,
+    lam: float,
+    alpha: float,
+    n_labeled: int,
+    n_pseudo: int,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`combined_loss` for a mixup batch: row i's input was ``lam * x_i + (1 - lam) * x_partner(i)``.
+
+    Each row's loss is ``lam`` times its own target's cross-entropy, counted in its own term
+    (labeled or pseudo), plus ``1 - lam`` times its partner's, counted in the partner's term;
+    each term is divided by its global batch size (``n_labeled``, ``n_pseudo``), so the rows of
+    one process give that process's share of the global batch's loss, and ``lam`` = 1 gives
+    :func:`combined_loss` exactly. Returns (total, labeled term, pseudo term).
+    """
+    logits = logits.float()
+    own = F.cross_entropy(logits, targets, reduction="none", label_smoothing=label_smoothing)
+    other = F.cross_entropy(logits, partner_targets, reduction="none", label_smoothing=label_smoothing)
+
+    def term(pseudo: bool, n: int) -> torch.Tensor:
+        if n == 0:
+            return torch.zeros((), device=logits.device)
+        mine, theirs = (is_pseudo == pseudo).float(), (partner_is_pseudo == pseudo).float()
+        return (lam * (own * mine).sum() + (1.0 - lam) * (other * theirs).sum()) / n
+
+    loss_labeled, loss_pseudo = term(False, n_labeled), term(True, n_pseudo)
+    return loss_labeled + alpha * loss_pseudo, loss_labeled, loss_pseudo

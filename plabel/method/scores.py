@@ -95,6 +95,7 @@ def random_scores(indices: torch.Tensor, seed: int, salt: int) -> torch.Tensor:
 
 def ranking_scores(columns: dict[str, torch.Tensor], indices: torch.Tensor, kind: str, seed: int, round_index: int) -> torch.Tensor:
     """Lower = picked first. entropy and energy; max_probability and margin negated (higher = surer);
+    disagreement (several views) before entropy;
     random: the baseline with the same counts. NaN/Inf entropies stay non-finite so they are
     never selected under any ranking."""
     if kind == "entropy":
@@ -105,6 +106,10 @@ def ranking_scores(columns: dict[str, torch.Tensor], indices: torch.Tensor, kind
         scores = -columns["max_probability"]
     elif kind == "margin":
         scores = -columns["margin"]
+    elif kind == "disagreement":
+        # Views that disagree first (an integer count), entropy within a count: entropy is at most
+        # log2(classes) < 32 bits, so count * 32 + entropy orders by count, then by entropy.
+        scores = columns["disagreement"] * 32.0 + columns["entropy"]
     elif kind == "random":
         scores = random_scores(indices, seed, round_index)
     else:

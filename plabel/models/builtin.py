@@ -13,7 +13,7 @@ class SmallCNN(nn.Module):
     ``batch_norm=False`` drops the BatchNorm layers (``small_cnn_nobn``): the kind of plain
     network the seed article trained, kept so its noise-entropy experiment can be compared."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, batch_norm: bool = True) -> None:
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, batch_norm: bool = True, dropout: float = 0.3) -> None:
         super().__init__()
 
         def conv(cin: int, cout: int) -> list[nn.Module]:
@@ -28,8 +28,8 @@ class SmallCNN(nn.Module):
             nn.AdaptiveAvgPool2d(7),  # a no-op at 28x28; lets 32x32 inputs through too
         )
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * 7 * 7, 128), nn.ReLU(inplace=True),
-            nn.Dropout(0.3), nn.Linear(128, num_classes),
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(64 * 7 * 7, 128), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(128, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

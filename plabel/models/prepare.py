@@ -63,12 +63,12 @@ def prepare_model(accelerator: Accelerator, cfg: RunConfig, source: ImageSource,
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     if cfg.model.pretrained and ref.library == "timm":
         path = _pretrained_path(accelerator, name)
-        model = build_model(name, channels, num_classes, pretrained_file=path)
+        model = build_model(name, channels, num_classes, pretrained_file=path, dropout=cfg.model.dropout)
         notes.append(f"pretrained weights: {path}")
         if defaults.pretrained_classes not in (None, num_classes):
             notes.append(f"classifier head re-initialised for {num_classes} classes (the pretrained one has {defaults.pretrained_classes})")
     else:
-        model = build_model(name, channels, num_classes)
+        model = build_model(name, channels, num_classes, dropout=cfg.model.dropout)
         weights = _pretrained_path(accelerator, name) if cfg.model.pretrained else cfg.model.weights
         if weights is not None:
             state = read_weights(weights)
@@ -86,7 +86,7 @@ def fresh_model(cfg: RunConfig, prepared: PreparedModel, round_index: int) -> di
     if prepared.initial_state is not None:
         return copy.deepcopy(prepared.initial_state)
     torch.manual_seed(cfg.seed + 7919 * round_index)
-    return build_model(cfg.model.name, prepared.spec.channels, prepared.num_classes).state_dict()
+    return build_model(cfg.model.name, prepared.spec.channels, prepared.num_classes, dropout=cfg.model.dropout).state_dict()
 
 
 def _pretrained_path(accelerator: Accelerator, name: str) -> str:
@@ -150,6 +150,6 @@ def load_run_model(run_dir: Path, cfg: RunConfig, info: dict[str, Any]) -> tuple
     from safetensors.torch import load_file
 
     spec = InputSpec.from_dict(info["input"]) if "input" in info else plain_spec(info["channels"], tuple(info["image_size"]))
-    model = build_model(cfg.model.name, spec.channels, info["num_classes"])
+    model = build_model(cfg.model.name, spec.channels, info["num_classes"], dropout=cfg.model.dropout)
     model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
     return model, spec

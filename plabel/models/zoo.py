@@ -33,27 +33,53 @@ class LibraryDefaults:
     pretrained_classes: Optional[int] = None  # classes of the library's pretrained head
 
 
-def build_model(name: str, in_channels: int, num_classes: int, pretrained_file: Optional[str] = None) -> nn.Module:
+def build_model(
+    name: str, in_channels: int, num_classes: int, pretrained_file: Optional[str] = None, dropout: Optional[float] = None
+) -> nn.Module:
     """The model ``name`` with ``in_channels`` inputs and ``num_classes`` outputs, randomly initialised.
 
     ``pretrained_file`` (timm only): the library's pretrained weights from this local file, loaded
     by timm itself (which re-initialises a head of another size and adapts the input channels).
+    ``dropout`` (``model.dropout``): the dropout before the classifier; None keeps the network's own.
+    Dropout has no weights, so it never changes the state dict's keys.
     """
     ref = check_model_name(name)
     if ref.library == "builtin":
         if ref.name == "resnet18":
-            return cifar_resnet18(in_channels, num_classes)
-        return SmallCNN(in_channels, num_classes, batch_norm=ref.name == "small_cnn")
+            model = cifar_resnet18(in_channels, num_classes)
+            if dropout:
+                model.fc.register_forward_pre_hook(_DropoutBefore(dropout))
+            return model
+        return SmallCNN(in_channels, num_classes, batch_norm=ref.name == "small_cnn", dropout=0.3 if dropout is None else dropout)
     if ref.library == "timm":
         timm = _timm(ref)
         overlay = {"pretrained_cfg_overlay": {"file": pretrained_file}} if pretrained_file else {}
+        drop = {"drop_rate": dropout} if dropout is not None else {}
         return timm.create_model(
-            ref.name, pretrained=pretrained_file is not None, num_classes=num_classes, in_chans=in_channels, **overlay
+            ref.name, pretrained=pretrained_file is not None, num_classes=num_classes, in_chans=in_channels, **overlay, **drop
         )
     tv = _torchvision(ref)
     if in_channels != 3:
         raise ConfigError(f"model.name: torchvision models take 3 channels, not {in_channels}")  # prepare repeats grey
-    return tv.get_model(ref.name, weights=None, num_classes=num_classes, **_NO_AUX.get(ref.name, {}))
+    kwargs = dict(_NO_AUX.get(ref.name, {}))
+    if dropout is not None:
+        kwargs["dropout"] = dropout
+    try:
+        return tv.get_model(ref.name, weights=None, num_classes=num_classes, **kwargs)
+    except TypeError as e:
+        if dropout is not None and "dropout" in str(e):
+            raise ConfigError(f"model.dropout: torchvision's {ref.name} has no dropout option; leave model.dropout unset") from None
+        raise
+
+
+class _DropoutBefore:
+    """A forward pre-hook: dropout on a layer's input, in training mode only."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (nn.functional.dropout(args[0], self.p, module.training), *args[1:])
 
 
 def library_defaults(name: str, pretrained: bool) -> LibraryDefaults:

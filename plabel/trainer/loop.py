@@ -11,15 +11,16 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from plabel.config import PseudoConfig, TrainConfig
 from plabel.data.splits import Repeated
-from plabel.distributed.collectives import sum_across_processes
+from plabel.distributed.collectives import Comm, sum_across_processes
 from plabel.distributed.global_batch import global_batch, split_range
-from plabel.method.loss import combined_loss
+from plabel.method.loss import combined_loss, mixed_loss
 from plabel.method.schedule import alpha_at, lr_at
 from plabel.trainer.progress import Progress
 from plabel.trainer.setup import LoaderOptions
@@ -94,6 +95,49 @@ def _set_epoch(loader: DataLoader, epoch_id: int, start_step: int) -> Iterator[A
     return iter(loader)
 
 
+def steps_per_epoch(train_cfg: TrainConfig, pseudo_labeled: int) -> int:
+    """Steps in one epoch of a round with ``pseudo_labeled`` selected samples (``train.budget``)."""
+    if train_cfg.budget == "data" and pseudo_labeled:
+        return max(train_cfg.steps_per_epoch, -(-pseudo_labeled // train_cfg.pseudo_batch_size))
+    return train_cfg.steps_per_epoch
+
+
+@dataclass(frozen=True)
+class Mixup:
+    """This process's rows of a mixup step: mixed inputs, each row's partner (a global row) and its target."""
+
+    inputs: torch.Tensor
+    partners: torch.Tensor
+    partner_targets: torch.Tensor
+    lam: float
+
+
+def mixup_partners(
+    accelerator: Accelerator, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, total: int, mixup_alpha: float,
+    seed: int, position: RoundPosition,
+) -> Mixup:
+    """Mix this process's rows (global rows ``rows`` of a ``total``-row step) with partners drawn
+    from the whole global batch.
+
+    lambda ~ Beta(a, a) and the partner permutation are drawn from the step's position alone, so
+    every process (and any number of them) draws the same; the global batch's inputs are gathered
+    so a row's partner may live on another process (with one process, nothing is sent).
+    """
+    key = [seed, position.round_index, position.epoch, position.step_in_epoch]
+    lam = float(np.random.default_rng(key).beta(mixup_alpha, mixup_alpha))
+    perm = torch.randperm(total, generator=torch.Generator().manual_seed(int(np.random.default_rng(key).integers(2**62))))
+    perm = perm.to(rows.device)
+    if accelerator.num_processes == 1:
+        all_x, all_y = x, y
+    else:
+        comm = Comm(accelerator)
+        order = comm.gather_uneven(rows)
+        all_x, all_y = torch.empty((total, *x.shape[1:]), dtype=x.dtype, device=x.device), torch.empty(total, dtype=y.dtype, device=y.device)
+        all_x[order], all_y[order] = comm.gather_uneven(x), comm.gather_uneven(y)
+    partners = perm[rows]
+    return Mixup(lam * x + (1.0 - lam) * all_x[partners], partners, all_y[partners], lam)
+
+
 @dataclass(frozen=True)
 class TrainPlan:
     """What every round trains with: sizes, steps and schedules, the seed, logging, loading."""
@@ -125,7 +169,7 @@ def train_round(
     for the device except at logging steps (``.item()``). Returns the final position.
     """
     train_cfg, pseudo_cfg, seed, options = plan.train, plan.pseudo, plan.seed, plan.options
-    steps = train_cfg.steps_per_epoch
+    steps = steps_per_epoch(train_cfg, len(pseudo) if pseudo is not None else 0)  # type: ignore[arg-type]
     total_steps = train_cfg.epochs * steps
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     labeled_loader = make_train_loader(accelerator, labeled, train_cfg.batch_size, steps, seed, options)
@@ -169,14 +213,23 @@ def train_round(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with global_batch(accelerator, rows, n_l + n_p, train_cfg.sync_batchnorm):
-                if x_p is not None:
+                if train_cfg.mixup_alpha > 0:
+                    x, y = (torch.cat([x_l, x_p]), torch.cat([y_l, y_p])) if x_p is not None else (x_l, y_l)
+                    mix = mixup_partners(accelerator, x, y, rows, n_l + n_p, train_cfg.mixup_alpha, seed, position)
+                    loss, loss_l, loss_p = mixed_loss(
+                        model(options.layout(mix.inputs)), y, mix.partner_targets, rows >= n_l, mix.partners >= n_l,
+                        mix.lam, alpha, n_l, n_p, train_cfg.label_smoothing,
+                    )
+                elif x_p is not None:
                     # One forward over both batches: BatchNorm sees the same mix it is evaluated on.
                     logits = model(options.layout(torch.cat([x_l, x_p])))
                     loss, loss_l, loss_p = combined_loss(
-                        logits[: len(x_l)], y_l, logits[len(x_l):], y_p, alpha, share_l, share_p
+                        logits[: len(x_l)], y_l, logits[len(x_l):], y_p, alpha, share_l, share_p, train_cfg.label_smoothing
                     )
                 else:
-                    loss, loss_l, loss_p = combined_loss(model(options.layout(x_l)), y_l, None, None, 0.0, share_l)
+                    loss, loss_l, loss_p = combined_loss(
+                        model(options.layout(x_l)), y_l, None, None, 0.0, share_l, label_smoothing=train_cfg.label_smoothing
+                    )
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss * world if world > 1 else loss)
             optimizer.step()

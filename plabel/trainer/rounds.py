@@ -85,13 +85,17 @@ class RoundRunner:
         # Pseudo-labels come from the clean view (the pool's eval transform); with pseudo.augment
         # strong the loss sees a strongly augmented view of the same sample (FixMatch, Noisy Student).
         self.pseudo_tf = (
-            source_transform(train_source, spec, "strong", train=True) if cfg.pseudo.augment == "strong" else self.train_tf
+            source_transform(train_source, spec, cfg.pseudo.augment, train=True) if cfg.pseudo.augment != "same" else self.train_tf
         )
         self.labeled_views = LabeledViews(IndexedImages(train_source, splits.labeled_source_indices, eval_tf), self.labeled)
         self.pool = IndexedImages(train_source, splits.pool_source_indices, eval_tf, skip_unreadable=True)
         self.test = IndexedImages(splits.test_source, splits.test_source_indices, test_tf)
         for note in prepared.notes:
             print_once(accelerator, note)
+        if cfg.pseudo.score_views > 1:
+            kind = "one-pixel shifts" if cfg.pseudo.score_noise == "shift" else "MC dropout passes"
+            print_once(accelerator, f"pool scoring: {cfg.pseudo.score_views} views per image (the clean one and "
+                       f"{cfg.pseudo.score_views - 1} {kind}), {cfg.pseudo.score_views}x the cost of one pass")
         print_once(accelerator,
             f"data: {splits.train_source.description}; labeled {len(self.labeled)}, pool {len(self.pool)}, "
             f"test {len(self.test)}, {num_classes} classes"
@@ -153,7 +157,10 @@ class RoundRunner:
             # A stop during the pool's pass keeps its finished parts (the round-end checkpoint holds
             # the model that scored them); the resumed job scores only the rest.
             cache = ScoreCache.for_round(self.out_dir, round_index, self.state.position["global_step"])
-            plan = dataclasses.replace(self.score_plan, label=f"round {round_index}: scoring the pool", cache=cache, stoppable=True)
+            plan = dataclasses.replace(
+                self.score_plan, label=f"round {round_index}: scoring the pool", cache=cache, stoppable=True,
+                views=cfg.pseudo.score_views, noise=cfg.pseudo.score_noise, view_seed=cfg.seed * 1_000 + round_index,
+            )
             scorer = self.teacher.module if self.teacher is not None else self.model
             try:
                 picked = select_for_round(

@@ -37,6 +37,9 @@ class ScorePlan:
     cache: Optional[ScoreCache] = None  # the pool's pass: parts written to the run folder, reused on resume
     stoppable: bool = False  # look for a preemption signal after every flush (the pool's pass in a run)
     flush_batches: int = 32  # batches between copies to the host (and, for the pool's pass, to disk)
+    views: int = 1  # views averaged per image (pseudo.score_views): the clean one and views - 1 noisy ones
+    noise: str = "shift"  # what the noisy views are (pseudo.score_noise): fixed shifts, or MC dropout
+    view_seed: int = 0  # MC dropout: salts the per-batch seeds (the run's seed and round)
 
     @staticmethod
     def from_config(cfg: RunConfig, options: LoaderOptions) -> "ScorePlan":
@@ -74,6 +77,8 @@ def score_shard(
     bare.eval()
     shard = shard_range(accelerator, size, plan.batch_size)
     names = dict(SCORE_COLUMNS, **(dict.fromkeys(("similarity", "distance"), torch.float32) if plan.reference is not None else {}))
+    if plan.views > 1:
+        names["disagreement"] = torch.float32
     columns = {name: torch.empty(len(shard), dtype=dtype) for name, dtype in names.items()}
     remaining = _take_cached(plan.cache, shard, columns)
     options = plan.options
@@ -94,7 +99,7 @@ def score_shard(
         for x, y, index in loader:
             progress.update()
             with accelerator.autocast():
-                logits = bare(options.layout(x.to(accelerator.device, non_blocking=True)))
+                logits = _view_logits(bare, x.to(accelerator.device, non_blocking=True), plan, int(index[0]))
             batch = _batch_scores(logits, y.to(accelerator.device, non_blocking=True), plan, features)
             batch["at"] = index.to(accelerator.device, non_blocking=True).long() - shard.start
             pending.append(batch)
@@ -143,20 +148,75 @@ def _looks_needed(accelerator: Accelerator, batches: int, flush_batches: int) ->
     return int(max_across_processes(accelerator, mine)[0])
 
 
+# The noisy views of ``score_noise: shift``, in order: one-pixel moves (dy, dx), then diagonal ones.
+SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1), (2, 0), (-2, 0), (0, 2), (0, -2))
+
+
+def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``x`` (N, C, H, W) moved by (dy, dx) pixels, the border repeated into the gap (no randomness)."""
+    h, w = x.shape[-2:]
+    pad = (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0))  # left, right, top, bottom
+    moved = torch.nn.functional.pad(x, pad, mode="replicate")
+    top, left = max(-dy, 0), max(-dx, 0)
+    return moved[..., top : top + h, left : left + w]
+
+
+def _view_logits(model: torch.nn.Module, x: torch.Tensor, plan: ScorePlan, first: int) -> list[torch.Tensor]:
+    """The model's logits for each view of the batch ``x`` whose first sample is at position ``first``;
+    the clean view comes last (the guard's features are taken from the last forward).
+
+    MC dropout's views run the model in training mode with every BatchNorm in eval mode, seeded
+    by (view_seed, first, view): a batch is the same on any number of processes (whole scoring
+    batches), so its masks, and its scores, are too.
+    """
+    layout = plan.options.layout
+    if plan.views == 1:
+        return [model(layout(x))]
+    out = []
+    if plan.noise == "shift":
+        for dy, dx in SHIFTS[: plan.views - 1]:
+            out.append(model(layout(shifted(x, dy, dx))))
+    else:
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        model.train()
+        for m in norms:
+            m.eval()
+        for view in range(1, plan.views):
+            torch.manual_seed((plan.view_seed * 1_000_003 + first) * 64 + view)
+            out.append(model(layout(x)))
+        model.eval()
+    out.append(model(layout(x)))
+    return out
+
+
 def _batch_scores(
-    logits: torch.Tensor, y: torch.Tensor, plan: ScorePlan, features: list[torch.Tensor]
+    view_logits: list[torch.Tensor], y: torch.Tensor, plan: ScorePlan, features: list[torch.Tensor]
 ) -> dict[str, torch.Tensor]:
-    """One batch's columns, on the device."""
-    logits = logits.float() / plan.temperature
+    """One batch's columns, on the device. Several views: the scores of their averaged softmax
+    (log of the mean probability as logits), energy of the mean logits, and ``disagreement``, the
+    number of views whose argmax is not the averaged prediction's."""
+    scaled = [v.float() / plan.temperature for v in view_logits]
+    if len(scaled) == 1:
+        logits = mean_logits = scaled[0]
+    else:
+        probs = torch.stack([torch.softmax(v, dim=1) for v in scaled])
+        logits, mean_logits = probs.mean(dim=0).log(), torch.stack(scaled).mean(dim=0)
     unreadable = y == UNREADABLE
     # A blank stand-in was scored for an unreadable image: its scores mean nothing, never select it.
-    logits = torch.where(unreadable[:, None], torch.full_like(logits, float("nan")), logits)
+    nan = torch.full_like(logits, float("nan"))
+    logits, mean_logits = torch.where(unreadable[:, None], nan, logits), torch.where(unreadable[:, None], nan, mean_logits)
+    prediction = logits.argmax(dim=1)
     out = {
-        "entropy": entropy(logits, plan.eps), "prediction": logits.argmax(dim=1), "label": y.long(),
-        "max_probability": max_probability(logits), "margin": margin(logits), "energy": energy(logits),
+        "entropy": entropy(logits, plan.eps), "prediction": prediction, "label": y.long(),
+        "max_probability": max_probability(logits), "margin": margin(logits), "energy": energy(mean_logits),
     }
+    if len(scaled) > 1:
+        votes = torch.stack([v.argmax(dim=1) for v in scaled])
+        disagree = (votes != prediction[None]).sum(dim=0).float()
+        out["disagreement"] = torch.where(unreadable, torch.full_like(disagree, float("nan")), disagree)
     if plan.reference is not None:
-        out["similarity"], out["distance"] = nearest_neighbours(features.pop(), plan.reference)
+        out["similarity"], out["distance"] = nearest_neighbours(features[-1], plan.reference)
+        features.clear()
     return out
 
 
