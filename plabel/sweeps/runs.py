@@ -1,7 +1,8 @@
 """A sweep's runs on disk: one folder per (row, seed), what each run's command is, and its state.
 
     <sweep>/<row>/seed<k>/       the run folder (train.py's own: resumes, never reruns a finished run)
-    <sweep>/logs/<row>-seed<k>.log    its output; .exit holds its exit status once it ended (local backend)
+    <sweep>/logs/<row>-seed<k>.log    its output; .exit holds its exit status once it ended
+    <sweep>/slurm/                    the SLURM backend's array scripts, task lists and job ids
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Optional
 from plabel.sweeps.grid import Grid, Row
 
 TRAIN_PY = Path(__file__).resolve().parents[2] / "train.py"
-STATES = ("done", "running", "failed", "interrupted", "missing")
+STATES = ("done", "running", "queued", "failed", "interrupted", "missing")
 
 
 def run_dir(out: Path, row: str, seed: int) -> Path:
@@ -58,8 +59,8 @@ def _text(value: Any) -> str:
 class RunState:
     row: str
     seed: int
-    state: str  # done | running | failed | interrupted | missing
-    detail: str = ""  # the failing run's last error line; the interrupted run's newest checkpoint
+    state: str  # done | running | queued | failed | interrupted | missing
+    detail: str = ""  # the failing run's last error line; the interrupted run's newest checkpoint; its SLURM task
 
 
 def _locked(folder: Path) -> bool:
@@ -88,12 +89,19 @@ def last_error_line(log: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def state_of(out: Path, row: str, seed: int) -> RunState:
+def state_of(out: Path, row: str, seed: int, queue: Optional[dict[tuple[str, int], tuple[str, str]]] = None) -> RunState:
+    """The run's state. ``queue``: the sweep's runs that SLURM still holds, (row, seed) -> (task,
+    SLURM state) (plabel.sweeps.slurm.queue): a pending or requeued task is ``queued``, not missing
+    or interrupted, so a resubmission leaves it alone."""
     folder = run_dir(out, row, seed)
     if (folder / "summary.json").is_file():
         return RunState(row, seed, "done")
+    task, slurm_state = (queue or {}).get((row, seed), ("", ""))
     if _locked(folder):
-        return RunState(row, seed, "running")
+        return RunState(row, seed, "running", f"slurm task {task}" if task else "")
+    if task:
+        running = slurm_state in ("RUNNING", "CONFIGURING", "COMPLETING", "SIGNALING", "STAGE_OUT")
+        return RunState(row, seed, "running" if running else "queued", f"slurm task {task} {slurm_state}")
     exit_file = log_file(out, row, seed).with_suffix(".exit")
     status = exit_file.read_text().strip() if exit_file.is_file() else ""
     if status and status not in ("0", "75"):
@@ -104,5 +112,5 @@ def state_of(out: Path, row: str, seed: int) -> RunState:
     return RunState(row, seed, "missing")
 
 
-def states(grid: Grid, out: Path) -> list[RunState]:
-    return [state_of(out, row.name, seed) for row, seed in grid.runs()]
+def states(grid: Grid, out: Path, queue: Optional[dict[tuple[str, int], tuple[str, str]]] = None) -> list[RunState]:
+    return [state_of(out, row.name, seed, queue) for row, seed in grid.runs()]
