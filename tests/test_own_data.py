@@ -268,7 +268,9 @@ def test_own_pools_select_identically_on_1_2_3_processes_with_the_same_weights(t
         assert all(r == reference for r in results), world
 
 
-@pytest.mark.parametrize("kind,processes", [("folder", 3), ("tar", 2), pytest.param("list", 2, marks=pytest.mark.slow),
+# CI time: the folder kind on 3 processes runs by default, the others with -m slow.
+@pytest.mark.parametrize("kind,processes", [("folder", 3), pytest.param("tar", 2, marks=pytest.mark.slow),
+                                            pytest.param("list", 2, marks=pytest.mark.slow),
                                             pytest.param("hf", 3, marks=pytest.mark.slow)])
 def test_own_data_runs_on_several_processes(trees, tmp_path, kind, processes):
     out = tmp_path / "run"
@@ -282,7 +284,7 @@ def test_own_data_runs_on_several_processes(trees, tmp_path, kind, processes):
 @pytest.mark.parametrize("fault,processes,expect", [
     ("flush:2@0:kill", 1, "scored before the restart"),  # killed in round 1's pool pass, after 2 of 4 flushes
     ("flush:1@1:term", 2, "scored before the restart"),  # a preemption signal in the pool pass: exit 75 within a flush
-    ("step:8@0:kill", 2, "resumed from"),  # killed while training round 1
+    pytest.param("step:8@0:kill", 2, "resumed from", marks=pytest.mark.slow),  # killed while training round 1 (CI time)
 ])
 def test_own_data_resumes_identically(trees, tmp_path, folder_reference, folder_reference_2, fault, processes, expect):
     reference = folder_reference if processes == 1 else folder_reference_2

@@ -66,7 +66,7 @@ def uninterrupted(tmp_path_factory):
     return _outcome(out)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)])  # CI time
 def test_sigkill_to_the_launcher_group_leaves_no_worker_and_the_rerun_matches(tmp_path, uninterrupted, seed):
     out = tmp_path / "run"
     proc = _start(out, 2)

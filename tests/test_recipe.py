@@ -176,7 +176,7 @@ def one_process_mixup():
     return reference
 
 
-@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("world", [pytest.param(2, marks=pytest.mark.slow), 3])  # CI time: 3 by default
 def test_mixup_steps_have_the_loss_and_update_of_one_process(world, one_process_mixup):
     got = run_processes(_mixup_steps, world)[0]
     assert one_process_mixup["mixed"][2] == 3  # the data budget: ceil(11 / 5) steps, not 2

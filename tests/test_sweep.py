@@ -4,6 +4,7 @@ grouping read back from the offline run files, and the W&B sweep file train.py u
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -138,3 +139,18 @@ def test_options_and_filters_run_only_the_runs_asked_for(tmp_path, capsys):
     config = yaml.safe_load((out / "random" / "seed1" / "config.yaml").read_text())
     assert config["pseudo"]["top_k_percent"] == 40.0 and config["pseudo"]["score"] == "random"
     assert "**1 of 2**" in (out / "sweep.md").read_text()
+
+
+def test_a_closed_pipe_ends_a_command_quietly(capfd):
+    """`plabel sweep --status | head -1`: the reader closed the pipe; no traceback, exit 0."""
+    from plabel.commands.common import run_command
+
+    def body():
+        raise BrokenPipeError(32, "Broken pipe")
+
+    saved = os.dup(1)
+    try:
+        assert run_command("plabel sweep", body) == 0
+    finally:
+        os.dup2(saved, 1)
+    assert "Traceback" not in capfd.readouterr().err

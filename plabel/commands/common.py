@@ -44,6 +44,11 @@ def run_command(prog: str, body: Callable[[], Optional[int]]) -> int:
 
             time.sleep(2.0)
         return EXIT_USER_ERROR
+    except BrokenPipeError:  # `plabel sweep --status | head -1`: the reader has what it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
     except OSError as err:
         import errno
 
