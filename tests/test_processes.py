@@ -101,12 +101,22 @@ def test_a_second_launch_on_a_live_run_folder_is_refused_and_a_dead_ones_lock_is
     while not (out / "checkpoints").is_dir() and time.time() < deadline and first.poll() is None:
         time.sleep(0.2)
     assert (out / "checkpoints").is_dir() and first.poll() is None, "the first job never started training"
+    # Frozen, not finished: the whole run takes seconds, and on a loaded machine it could end (and
+    # free its folder) while the second job is still importing. A stopped process keeps its lock.
+    frozen = [first_process := psutil.Process(first.pid), *first_process.children(recursive=True)]
+    for process in frozen:
+        process.suspend()
     second = run_train([*LONG, "--output_dir", str(out)])
-    assert second.returncode == 2
+    assert second.returncode == 2, second.stdout[-2000:]
     line = second.stderr.strip().splitlines()[-1]
     assert line.startswith(f"train.py: error: output_dir: {out} is in use by a running plabel job (pid ")
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
+    for process in frozen:  # the workers see their launcher gone once they run again
+        try:
+            process.resume()
+        except psutil.NoSuchProcess:
+            pass
     assert _wait_gone(out, 10.0) == []
     assert (out / ".plabel.lock").is_file()  # left by the dead run; the kernel released its lock
     again = run_train([*LONG, "--output_dir", str(out)])

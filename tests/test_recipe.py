@@ -304,5 +304,6 @@ def test_shipped_best_recipe_config_loads_and_names_the_test_folder():
     from plabel.config import load_config
 
     cfg = load_config(ROOT / "configs" / "mnist100_best.yaml", {})
-    assert cfg.pseudo.top_k_percent[-1] == 100 and cfg.pseudo.reinit_model and cfg.train.mixup_alpha == 1.0
+    assert cfg.pseudo.top_k_percent == [60, 80, 90, 95] and cfg.pseudo.score_views == 5 and cfg.train.budget == "data"
+    assert cfg.pseudo.augment == "strong" and cfg.train.batch_size + cfg.train.pseudo_batch_size == 128
     assert cfg.data.test.source == "idx" and cfg.data.labeled_per_class == 10
