@@ -307,3 +307,22 @@ def test_shipped_best_recipe_config_loads_and_names_the_test_folder():
     assert cfg.pseudo.top_k_percent == [60, 80, 90, 95] and cfg.pseudo.score_views == 5 and cfg.train.budget == "data"
     assert cfg.pseudo.augment == "strong" and cfg.train.batch_size + cfg.train.pseudo_batch_size == 128
     assert cfg.data.test.source == "idx" and cfg.data.labeled_per_class == 10
+
+
+def test_the_guard_sees_the_clean_views_features_whatever_the_views():
+    """With several views, the knn guard's similarity and distance come from the clean image (its
+    forward runs last), so the guard keeps its meaning; the scores change, the guard's columns do not."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    torch.manual_seed(0)
+    model = build_model("small_cnn", 1, 10).eval()
+    pool = _digits(50, train=False)
+    reference = torch.randn(7, 128)
+    plain = score_dataset(accelerator, model, pool, ScorePlan(batch_size=16, reference=reference, num_classes=10))
+    for noise in ("shift", "dropout"):
+        views = score_dataset(
+            accelerator, model, pool, ScorePlan(batch_size=16, reference=reference, num_classes=10, views=4, noise=noise)
+        )
+        assert torch.equal(views["similarity"], plain["similarity"]) and torch.equal(views["distance"], plain["distance"])
+        assert not torch.equal(views["entropy"], plain["entropy"])
