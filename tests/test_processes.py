@@ -106,17 +106,19 @@ def test_a_second_launch_on_a_live_run_folder_is_refused_and_a_dead_ones_lock_is
     frozen = [first_process := psutil.Process(first.pid), *first_process.children(recursive=True)]
     for process in frozen:
         process.suspend()
-    second = run_train([*LONG, "--output_dir", str(out)])
+    try:
+        second = run_train([*LONG, "--output_dir", str(out)])
+    finally:  # killed, and let run so its workers see their launcher gone, even if the second launch failed
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        for process in frozen:
+            try:
+                process.resume()
+            except psutil.NoSuchProcess:
+                pass
     assert second.returncode == 2, second.stdout[-2000:]
     line = second.stderr.strip().splitlines()[-1]
     assert line.startswith(f"train.py: error: output_dir: {out} is in use by a running plabel job (pid ")
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait(timeout=30)
-    for process in frozen:  # the workers see their launcher gone once they run again
-        try:
-            process.resume()
-        except psutil.NoSuchProcess:
-            pass
     assert _wait_gone(out, 10.0) == []
     assert (out / ".plabel.lock").is_file()  # left by the dead run; the kernel released its lock
     again = run_train([*LONG, "--output_dir", str(out)])
