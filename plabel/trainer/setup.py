@@ -4,6 +4,8 @@ Accelerator, loader options, the optimizer, the number of classes."""
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
+import multiprocessing.context
 import os
 import signal
 import subprocess
@@ -38,19 +40,55 @@ class LoaderOptions:
             "persistent_workers": self.persistent_workers and self.num_workers > 0,
             "pin_memory": self.pin_memory,
             "worker_init_fn": ignore_preemption_signals if self.num_workers > 0 else None,
+            "multiprocessing_context": worker_context() if self.num_workers > 0 else None,
         }
 
     def layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
 
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
 def ignore_preemption_signals(worker_id: int) -> None:
     """DataLoader workers leave SIGTERM/SIGUSR1 to their training process, which checkpoints and
     then ends them. A scheduler or launcher signals the whole process group; a worker dying of it
     would crash the training step ("DataLoader worker is killed by signal") before the checkpoint.
-    Workers still end with their process (torch's loaders watch their parent)."""
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
+    Workers still end with their process (torch's loaders watch their parent). The workers start
+    with these signals blocked (``worker_context``); one that arrived before this point is
+    pending, and ignoring it discards it."""
+    for sig in PREEMPTION_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, PREEMPTION_SIGNALS)
+
+
+class _BlockedSignalsProcess(multiprocessing.context.ForkProcess):
+    """A fork whose child starts with the preemption signals blocked. torch's worker installs a
+    C handler that dies of SIGTERM before ``worker_init_fn`` can ignore it; a launcher signalling
+    the process group just as a round's loader starts its workers killed one in that window."""
+
+    def start(self) -> None:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, PREEMPTION_SIGNALS)
+        try:
+            super().start()
+        finally:
+            # A signal that came meanwhile is delivered to this (training) process now.
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class _BlockedSignalsContext(multiprocessing.context.ForkContext):
+    Process = _BlockedSignalsProcess  # type: ignore[assignment]
+
+
+def worker_context() -> Optional[multiprocessing.context.BaseContext]:
+    """The loader workers' start method: fork with the preemption signals blocked where this
+    platform forks (Linux: Python's and torch's default there), else the platform's default."""
+    if not hasattr(signal, "pthread_sigmask") or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    if multiprocessing.get_context().get_start_method() != "fork":
+        return None  # spawn/forkserver (chosen, or this Python's default): keep it
+    return _BlockedSignalsContext()
 
 
 def build_accelerator(cfg: RunConfig, extra_trackers: Sequence[GeneralTracker] = ()) -> tuple[Accelerator, str]:
