@@ -14,10 +14,11 @@ from safetensors.torch import load_file
 
 from plabel.config import ConfigError, PseudoConfig, RunConfig, TrainConfig
 from plabel.data.files import open_embedded
-from plabel.data.splits import IndexedImages
+from plabel.data.splits import IndexedImages, SoftTargets
 from plabel.data.transforms import build_transform, plain_spec
 from plabel.method.loss import combined_loss, mixed_loss
 from plabel.method.scores import ranking_scores
+from plabel.method.selection import sharpened
 from plabel.models.zoo import build_model
 from plabel.trainer.loop import RoundPosition, TrainPlan, steps_per_epoch, train_round
 from plabel.trainer.round_selection import SelectionRequest, select_for_round
@@ -55,6 +56,34 @@ def test_label_smoothing_moves_the_loss_of_a_confident_right_answer_up():
     smooth = combined_loss(logits, y, None, None, 0.0, label_smoothing=0.1)[0]
     assert float(smooth) == pytest.approx(float(F.cross_entropy(logits, y, label_smoothing=0.1)))
     assert float(smooth) > float(plain)
+
+
+def test_sharpening_keeps_the_argmax_and_moves_toward_it():
+    g = torch.Generator().manual_seed(1)
+    p = torch.softmax(torch.randn(50, 10, generator=g) * 2, dim=1)
+    assert torch.allclose(sharpened(p, 1.0), p, atol=1e-6)
+    sharp, flat = sharpened(p, 0.5), sharpened(p, 2.0)
+    for q in (sharp, flat):
+        assert torch.allclose(q.sum(dim=1), torch.ones(50)) and torch.equal(q.argmax(dim=1), p.argmax(dim=1))
+    assert bool((sharp.max(dim=1).values > p.max(dim=1).values).all())
+    assert bool((flat.max(dim=1).values < p.max(dim=1).values).all())
+    # p^(1/T) / sum, and a tiny T is the argmax (no 0/0 where every p^(1/T) underflows)
+    assert torch.allclose(sharp, p**2 / (p**2).sum(dim=1, keepdim=True), atol=1e-6)
+    assert torch.equal(sharpened(p, 1e-4), F.one_hot(p.argmax(dim=1), 10).float())
+
+
+def test_soft_targets_that_are_one_hot_give_the_hard_loss():
+    g = torch.Generator().manual_seed(2)
+    logits, y = torch.randn(9, 10, generator=g), torch.randint(0, 10, (9,), generator=g)
+    for smoothing in (0.0, 0.1):
+        hard = combined_loss(logits[:4], y[:4], logits[4:], y[4:], 0.5, label_smoothing=smoothing)
+        soft = combined_loss(logits[:4], y[:4], logits[4:], F.one_hot(y[4:], 10).float(), 0.5, label_smoothing=smoothing)
+        for a, b in zip(hard, soft):
+            assert float(a) == pytest.approx(float(b), rel=1e-6)
+    # a soft target is the probability-weighted hard losses
+    t = torch.softmax(torch.randn(5, 10, generator=g), dim=1)
+    want = (t * -torch.log_softmax(logits[4:], dim=1)).sum(dim=1).mean()
+    assert float(combined_loss(logits[:4], y[:4], logits[4:], t, 1.0)[2]) == pytest.approx(float(want), rel=1e-6)
 
 
 def test_data_budget_passes_once_over_the_pseudo_labels():
@@ -120,6 +149,8 @@ def test_model_dropout_option_reaches_each_kind_of_network():
         ("pseudo", {"score_views": 0}, "pseudo.score_views: must be >= 1"),
         ("pseudo", {"score_views": 14}, "pseudo.score_views: shift has 13 views"),
         ("train", {"mixup_alpha": -1.0}, "train.mixup_alpha: must be >= 0"),
+        ("pseudo", {"soft_temperature": 0.0}, "pseudo.soft_temperature: must be > 0"),
+        ("pseudo", {"soft_labels": True, "accumulate": True}, "pseudo.soft_labels: not with pseudo.accumulate"),
         ("train", {"label_smoothing": 1.0}, r"train.label_smoothing: must be in \[0, 1\)"),
         ("model", {"dropout": 1.0}, r"model.dropout: must be in \[0, 1\)"),
     ],
@@ -146,23 +177,26 @@ def _mixup_steps(accelerator):
     from plabel.trainer.setup import make_optimizer
 
     out = {}
-    for name, budget, labeled_batch, pseudo_batch in (("mixed", "data", 7, 5), ("labeled only", "steps", 9, 5)):
+    variants = (("mixed", "data", 7, 5), ("soft, mixed", "data", 7, 5), ("soft", "data", 6, 4), ("labeled only", "steps", 9, 5))
+    for name, budget, labeled_batch, pseudo_batch in variants:
         torch.manual_seed(0)
         model = build_model("small_cnn", 1, 10, dropout=0.2)
         cfg = RunConfig()
         cfg.train.optimizer = "sgd"
         train = TrainConfig(
             epochs=1, steps_per_epoch=2, batch_size=labeled_batch, pseudo_batch_size=pseudo_batch, optimizer="sgd",
-            lr=0.05, mixup_alpha=1.0, label_smoothing=0.1, budget=budget,
+            lr=0.05, mixup_alpha=0.0 if name == "soft" else 1.0, label_smoothing=0.1, budget=budget,
         )
         plan = TrainPlan(train, PseudoConfig(alpha_schedule="constant"), seed=5, log_every=1)
         model, optimizer = accelerator.prepare(model, make_optimizer(cfg, model))
         labeled = _digits(40, train=True)
         pool = _digits(11, train=True, level="randaugment")  # 11 pseudo-labels / 5 per step: 3 steps
         pseudo = IndexedImages(pool.source, pool.source_indices, pool.transform, labels=torch.arange(11) % 10)
+        if name.startswith("soft"):  # soft pseudo-labels: a distribution per pick
+            pseudo = SoftTargets(pseudo, sharpened(torch.softmax(torch.randn(11, 10, generator=torch.Generator().manual_seed(4)), 1), 0.5))
         logs = []
         final = train_round(
-            accelerator, model, optimizer, labeled, pseudo if name == "mixed" else None, plan, RoundPosition(1),
+            accelerator, model, optimizer, labeled, None if name == "labeled only" else pseudo, plan, RoundPosition(1),
             lambda m, step: logs.append(m),
         )
         weights = {k: v.detach().numpy().copy() for k, v in accelerator.unwrap_model(model).state_dict().items()}
@@ -180,6 +214,8 @@ def one_process_mixup():
 def test_mixup_steps_have_the_loss_and_update_of_one_process(world, one_process_mixup):
     got = run_processes(_mixup_steps, world)[0]
     assert one_process_mixup["mixed"][2] == 3  # the data budget: ceil(11 / 5) steps, not 2
+    soft, hard = one_process_mixup["soft, mixed"][0], one_process_mixup["mixed"][0]
+    assert soft[0]["train/loss_pseudo"] != hard[0]["train/loss_pseudo"]  # the soft targets reach the loss
     for name, (reference_logs, reference_weights, steps) in one_process_mixup.items():
         logs, weights, got_steps = got[name]
         assert got_steps == steps
@@ -209,6 +245,12 @@ def _view_scores(accelerator):
             out[(noise, views, batch)] = ({k: v.numpy() for k, v in scores.items()}, picked.selection.indices.numpy())
     plain = score_dataset(accelerator, model, pool, ScorePlan(batch_size=7))
     out["plain"] = ({k: v.numpy() for k, v in plain.items()}, None)
+    for batch in (7, 64):  # soft pseudo-labels: the picks' (sharpened) mean probabilities, in pool order
+        plan = ScorePlan(batch_size=batch, views=3, noise="shift", probabilities=10)
+        request = SelectionRequest(round_index=1, percent=30, num_classes=10, class_balanced=True, score="entropy", seed=0,
+                                   soft_temperature=0.5)
+        picked = select_for_round(accelerator, model, pool, pool.labels, request, plan).selection
+        out[("soft", batch)] = ({"targets": picked.targets.numpy(), "labels": picked.labels.numpy()}, picked.indices.numpy())
     return out
 
 
@@ -220,7 +262,7 @@ def one_process_views():
 
 def test_views_average_the_teacher_and_count_disagreement(one_process_views):
     plain = one_process_views["plain"][0]
-    for (noise, views, batch), (scores, _) in [(k, v) for k, v in one_process_views.items() if k != "plain"]:
+    for (noise, views, batch), (scores, _) in [(k, v) for k, v in one_process_views.items() if len(k) == 3]:
         assert scores["disagreement"].min() >= 0 and scores["disagreement"].max() <= views
         assert not np.array_equal(scores["entropy"], plain["entropy"])  # the views change the teacher
     dropout_scores = one_process_views[("dropout", 4, 7)][0]
@@ -238,6 +280,17 @@ def test_view_scores_and_selection_are_byte_identical_on_any_process_count(world
                 assert idx.tobytes() == ref_idx.tobytes(), key
 
 
+def test_soft_pseudo_labels_are_the_sharpened_mean_probabilities_of_the_picks(one_process_views):
+    soft, indices = one_process_views[("soft", 7)]
+    hard_indices = one_process_views[("shift", 3, 7)][1]
+    mean = one_process_views[("shift", 3, 7)][0]
+    assert np.array_equal(indices, hard_indices)  # the same picks as hard labels
+    assert np.array_equal(soft["targets"].argmax(axis=1), soft["labels"])
+    assert np.allclose(soft["targets"].sum(axis=1), 1.0, atol=1e-5)
+    # sharpened at T = 0.5: more confident than the averaged views' top probability
+    assert bool((soft["targets"].max(axis=1) >= mean["max_probability"][indices] - 1e-6).all())
+
+
 def test_view_scores_do_not_depend_on_the_eval_batch_for_shifts(one_process_views):
     a, b = one_process_views[("shift", 5, 7)][0], one_process_views[("shift", 5, 64)][0]
     assert np.array_equal(a["prediction"], b["prediction"]) and np.array_equal(a["disagreement"], b["disagreement"])
@@ -251,6 +304,7 @@ RECIPE = tiny({
     "train.mixup_alpha": 1.0, "train.label_smoothing": 0.1, "train.budget": "data", "model.dropout": 0.4,
     "data.augment": "strong", "pseudo.augment": "randaugment", "pseudo.reinit_model": "true",
     "pseudo.score_views": 3, "pseudo.score_noise": "dropout", "pseudo.score": "disagreement",
+    "pseudo.soft_labels": "true", "pseudo.soft_temperature": 0.5,
     "checkpoint.every_steps": 5, "checkpoint.score_flush_batches": 1,  # a flush per scoring batch: a kill point
 })
 
@@ -298,6 +352,12 @@ def test_recipe_config_runs_end_to_end_in_one_process(tmp_path):
     last_step = max(m["step"] for m in metrics if "round/index" in m and m["round/index"] == 2)
     # The data budget: round 0 = 2 epochs x 3 steps; round r = 2 epochs x max(3, ceil(selected / 8)).
     assert last_step == 6 + 2 * max(3, -(-selected[1] // 8)) + 2 * 25
+    # Soft pseudo-labels: the checkpoint keeps the distributions the last round trained on.
+    from plabel.trainer.checkpointer import SELECTION_FILE, list_checkpoints
+
+    kept = load_file(str(list_checkpoints(tmp_path / "run")[0] / SELECTION_FILE))
+    assert kept["targets"].shape == (200, 10) and torch.equal(kept["targets"].argmax(dim=1), kept["labels"])
+    assert torch.allclose(kept["targets"].sum(dim=1), torch.ones(200), atol=1e-5)
 
 
 def test_shipped_best_recipe_config_loads_and_names_the_test_folder():

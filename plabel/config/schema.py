@@ -351,6 +351,14 @@ class PseudoConfig:
         "false re-selects from the whole pool each round",
     )
     reinit_model: bool = _f(False, "re-initialise the model at the start of each round instead of continuing")
+    soft_labels: bool = _f(
+        False,
+        "train the pseudo term on the teacher's probabilities (its averaged views, sharpened by soft_temperature) "
+        "instead of their argmax; the selection and the written pseudo-labels stay the argmax",
+    )
+    soft_temperature: float = _f(
+        1.0, "soft_labels: targets p^(1/T), renormalised; T < 1 sharpens (T -> 0 is the argmax), 1 keeps the teacher's"
+    )
     class_balanced: bool = _f(True, "select the same fraction of each predicted class instead of one global k%")
     eps: float = _f(1e-10, "added inside log2 so a zero probability gives a finite entropy")
     alpha_schedule: Literal["linear", "lee", "constant"] = _f(
@@ -370,6 +378,12 @@ class PseudoConfig:
     def validate(self) -> None:
         _non_negative("pseudo.rounds", self.rounds)
         _positive("pseudo.score_views", self.score_views)
+        if not self.soft_temperature > 0:
+            raise ConfigError(f"pseudo.soft_temperature: must be > 0, got {self.soft_temperature}")
+        if self.soft_labels and self.accumulate:
+            raise ConfigError(
+                "pseudo.soft_labels: not with pseudo.accumulate (earlier picks keep their first hard labels); turn one off"
+            )
         if self.score_noise == "shift" and self.score_views > 13:
             raise ConfigError(f"pseudo.score_views: shift has 13 views (the clean image and 12 shifts), got {self.score_views}")
         if self.score == "disagreement" and self.score_views < 2:

@@ -259,6 +259,24 @@ class IndexedImages(Dataset):
         return self.transform(image), int(self.labels[position]), position
 
 
+class SoftTargets(Dataset):
+    """``base``'s (image, label, position) with the label replaced by row ``position`` of
+    ``targets`` (num_classes probabilities): soft pseudo-labels. The loaders collate them into a
+    (batch, classes) float tensor, which is how the training step tells them from hard labels."""
+
+    def __init__(self, base: Dataset, targets: torch.Tensor) -> None:
+        assert targets.dim() == 2 and targets.shape[0] == len(base)  # type: ignore[arg-type]
+        self.base = base
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        image, _, at = self.base[position]
+        return image, self.targets[at], at
+
+
 class Repeated(Dataset):
     """``base`` drawn ``length`` times per epoch, so an epoch is a fixed number of steps whatever
     the size of the labeled or pseudo-labeled set.

@@ -23,6 +23,7 @@ def combined_loss(
     batches are one process's part of a global batch, ``share_*`` is the part's size over the
     global batch's, and each term is this part's share of the global mean (summing the shares of
     all processes gives the global batch's loss). ``label_smoothing`` smooths both terms' targets.
+    Targets are class indices, or (batch, classes) probabilities (soft pseudo-labels).
     """
     smooth = label_smoothing
     loss_labeled = _weighted(F.cross_entropy(logits_labeled.float(), targets_labeled, label_smoothing=smooth), share_labeled)

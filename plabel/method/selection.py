@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -40,10 +41,12 @@ def select_lowest(scores: torch.Tensor, k: int, eligible: torch.Tensor | None = 
 
 @dataclass(frozen=True)
 class Selection:
-    """Pseudo-labeled subset of the pool: ascending pool indices and their labels."""
+    """Pseudo-labeled subset of the pool: ascending pool indices and their labels; with soft
+    pseudo-labels also the probabilities the pseudo term trains on (``labels`` is their argmax)."""
 
     indices: torch.Tensor  # (n_selected,) int64
     labels: torch.Tensor  # (n_selected,) int64
+    targets: Optional[torch.Tensor] = None  # (n_selected, num_classes) float32, rows sum to 1
 
     @staticmethod
     def empty() -> "Selection":
@@ -94,6 +97,16 @@ def select_pseudo_labels(
         return Selection.empty()
     indices = torch.sort(torch.cat(chosen)).values
     return Selection(indices, labels_now[indices])
+
+
+def sharpened(probabilities: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Rows ``p^(1/T) / sum(p^(1/T))`` (MixMatch's sharpening): T = 1 keeps them, T < 1 moves
+    them toward their argmax. Computed as a softmax of ``log(p) / T`` so a small T cannot
+    underflow every entry of a row to 0."""
+    probabilities = probabilities.float()
+    if temperature == 1.0:
+        return probabilities / probabilities.sum(dim=1, keepdim=True)
+    return torch.softmax(probabilities.clamp_min(torch.finfo(torch.float32).tiny).log() / temperature, dim=1)
 
 
 def agreement_with(current: Selection, last: Selection, pool_size: int) -> tuple[float, float]:

@@ -185,6 +185,8 @@ class Checkpointer:
             accelerator.save_state(str(tmp))  # every process writes its part (its RNG state)
             chosen = selection if selection is not None else Selection.empty()
             tensors = {"indices": chosen.indices.contiguous(), "labels": chosen.labels.contiguous()}
+            if chosen.targets is not None:  # soft pseudo-labels: what the resumed round trains on
+                tensors["targets"] = chosen.targets.contiguous()
             on_main(accelerator, lambda: save_file(tensors, str(tmp / SELECTION_FILE)))
             on_main(accelerator, lambda: (tmp / STATE_FILE).write_text(dump_json(dataclasses.asdict(state), indent=1)))
             fault_point(f"checkpoint:{state.position['global_step']}", accelerator)
@@ -216,7 +218,7 @@ class Checkpointer:
         tensors = load_file(str(path / SELECTION_FILE))
         selection = None
         if tensors["indices"].numel() or state["next_round"] > 0:
-            selection = Selection(tensors["indices"].long(), tensors["labels"].long())
+            selection = Selection(tensors["indices"].long(), tensors["labels"].long(), tensors.get("targets"))
         return state, selection
 
 

@@ -132,7 +132,8 @@ def mixup_partners(
     else:
         comm = Comm(accelerator)
         order = comm.gather_uneven(rows)
-        all_x, all_y = torch.empty((total, *x.shape[1:]), dtype=x.dtype, device=x.device), torch.empty(total, dtype=y.dtype, device=y.device)
+        all_x = torch.empty((total, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        all_y = torch.empty((total, *y.shape[1:]), dtype=y.dtype, device=y.device)
         all_x[order], all_y[order] = comm.gather_uneven(x), comm.gather_uneven(y)
     partners = perm[rows]
     return Mixup(lam * x + (1.0 - lam) * all_x[partners], partners, all_y[partners], lam)
@@ -214,6 +215,8 @@ def train_round(
                 group["lr"] = lr
             with global_batch(accelerator, rows, n_l + n_p, train_cfg.sync_batchnorm):
                 if train_cfg.mixup_alpha > 0:
+                    if y_p is not None and y_p.dim() == 2:  # soft pseudo-labels: every target a distribution
+                        y_l = torch.nn.functional.one_hot(y_l, y_p.shape[1]).to(y_p.dtype)
                     x, y = (torch.cat([x_l, x_p]), torch.cat([y_l, y_p])) if x_p is not None else (x_l, y_l)
                     mix = mixup_partners(accelerator, x, y, rows, n_l + n_p, train_cfg.mixup_alpha, seed, position)
                     loss, loss_l, loss_p = mixed_loss(

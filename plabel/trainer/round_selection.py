@@ -24,7 +24,7 @@ from plabel.data.unlabeled import UNLABELED
 from plabel.distributed.collectives import broadcast_buffers, gather_concat, max_across_processes, sum_across_processes
 from plabel.distributed.sharded_selection import all_gather_selected, select_pseudo_labels_sharded
 from plabel.method.scores import fit_temperature, ranking_scores
-from plabel.method.selection import Selection, agreement_with
+from plabel.method.selection import Selection, agreement_with, sharpened
 from plabel.models.features import capture_features
 from plabel.trainer.faults import fault_point
 from plabel.trainer.scoring_pass import ScorePlan, score_shard
@@ -57,13 +57,14 @@ class SelectionRequest:
     calibrate: bool = False  # fit a temperature on the labeled set's augmented views before ranking
     guard: str = "none"  # "knn": never select a sample whose features are far from every labeled sample's
     guard_quantile: float = 0.05
+    soft_temperature: float = 1.0  # soft pseudo-labels (with plan.probabilities): their sharpening
 
     @staticmethod
     def for_round(cfg: RunConfig, round_index: int, num_classes: int, previous: Optional[Selection]) -> "SelectionRequest":
         p = cfg.pseudo
         return SelectionRequest(
             round_index, p.percent_for_round(round_index), num_classes, p.class_balanced, p.score, cfg.seed,
-            previous if p.accumulate else None, p.calibrate, p.guard, p.guard_quantile,
+            previous if p.accumulate else None, p.calibrate, p.guard, p.guard_quantile, p.soft_temperature,
         )
 
 
@@ -190,6 +191,9 @@ def select_for_round(
         of_eligible=r.guard != "none",  # k% of what the guard lets through
     )
     selection = all_gather_selected(accelerator, local_idx, local_labels)
+    if "probabilities" in columns:  # soft pseudo-labels: the picks' probabilities, in pool order too
+        picked = gather_concat(accelerator, columns["probabilities"][local_idx - start])
+        selection = replace(selection, targets=sharpened(picked, r.soft_temperature))
     selected_entropy = gather_concat(accelerator, entropy[local_idx - start])
 
     chosen = torch.zeros(index.numel(), dtype=torch.bool)

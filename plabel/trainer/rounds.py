@@ -20,7 +20,7 @@ from accelerate import Accelerator
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from plabel.config import RunConfig
-from plabel.data.splits import IndexedImages, Splits
+from plabel.data.splits import IndexedImages, SoftTargets, Splits
 from plabel.data.transforms import source_transform
 from plabel.distributed.collectives import sum_across_processes
 from plabel.distributed.global_batch import split_range
@@ -160,6 +160,7 @@ class RoundRunner:
             plan = dataclasses.replace(
                 self.score_plan, label=f"round {round_index}: scoring the pool", cache=cache, stoppable=True,
                 views=cfg.pseudo.score_views, noise=cfg.pseudo.score_noise, view_seed=cfg.seed * 1_000 + round_index,
+                probabilities=self.num_classes if cfg.pseudo.soft_labels else 0,
             )
             scorer = self.teacher.module if self.teacher is not None else self.model
             try:
@@ -226,6 +227,8 @@ class RoundRunner:
             pseudo = IndexedImages(
                 self.splits.train_source, self.splits.pool_source_indices[selection.indices], self.pseudo_tf, labels=selection.labels
             )
+            if selection.targets is not None:
+                pseudo = SoftTargets(pseudo, selection.targets)
         step_times: list[float] = []
         try:
             position = train_round(

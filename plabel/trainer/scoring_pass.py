@@ -40,6 +40,7 @@ class ScorePlan:
     views: int = 1  # views averaged per image (pseudo.score_views): the clean one and views - 1 noisy ones
     noise: str = "shift"  # what the noisy views are (pseudo.score_noise): fixed shifts, or MC dropout
     view_seed: int = 0  # MC dropout: salts the per-batch seeds (the run's seed and round)
+    probabilities: int = 0  # > 0 (the number of classes): keep each sample's probabilities (soft pseudo-labels)
 
     @staticmethod
     def from_config(cfg: RunConfig, options: LoaderOptions) -> "ScorePlan":
@@ -63,7 +64,8 @@ def score_shard(
     bytes per sample and the order does not depend on batching. Columns: entropy (bits),
     prediction (argmax), label (the dataset's label; for the pool the true label, diagnostics
     only; ``UNREADABLE`` for an image that could not be decoded, whose scores are NaN),
-    max_probability, margin, energy (-logsumexp), and with ``plan.reference`` the cosine
+    max_probability, margin, energy (-logsumexp), with ``plan.probabilities`` each sample's
+    probabilities (a (shard, classes) column), and with ``plan.reference`` the cosine
     similarity and Euclidean distance of each sample's features to the nearest reference feature. Per-batch results
     stay on the device and reach the host every ``plan.flush_batches`` batches, so the GPU is not
     stopped after every batch.
@@ -80,6 +82,8 @@ def score_shard(
     if plan.views > 1:
         names["disagreement"] = torch.float32
     columns = {name: torch.empty(len(shard), dtype=dtype) for name, dtype in names.items()}
+    if plan.probabilities:  # soft pseudo-labels: num_classes floats per pool sample on its process
+        columns["probabilities"] = torch.empty((len(shard), plan.probabilities), dtype=torch.float32)
     remaining = _take_cached(plan.cache, shard, columns)
     options = plan.options
     loader = DataLoader(
@@ -214,6 +218,8 @@ def _batch_scores(
         votes = torch.stack([v.argmax(dim=1) for v in scaled])
         disagree = (votes != prediction[None]).sum(dim=0).float()
         out["disagreement"] = torch.where(unreadable, torch.full_like(disagree, float("nan")), disagree)
+    if plan.probabilities:
+        out["probabilities"] = torch.softmax(logits, dim=1)  # several views: their mean probability
     if plan.reference is not None:
         out["similarity"], out["distance"] = nearest_neighbours(features[-1], plan.reference)
         features.clear()
