@@ -7,6 +7,7 @@ import pytest
 from plabel.experiments.ablation import main
 
 
+@pytest.mark.slow  # CI time: the grids that replaced it run in tests/test_sweep.py
 def test_ablation_smoke(tmp_path, capsys):
     args = ["--out", str(tmp_path / "abl"), "--labels", "4", "--seeds", "0", "1", "--jobs", "2", "--rows", "random_curriculum",
             "--epochs", "1", "--steps-per-epoch", "2", "--pool-limit", "200", "--test-holdout", "100"]

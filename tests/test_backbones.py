@@ -28,7 +28,7 @@ def _ok(proc):
         ("timm/test_resnet", 1, "model timm/test_resnet: input 1x28x28"),  # in_chans follows the data
         ("timm/test_resnet", 2, "model timm/test_resnet: input 1x28x28"),
         ("torchvision/mobilenet_v3_small", 1, "input 3x28x28 (grey images repeated to 3 channels)"),
-        ("torchvision/mobilenet_v3_small", 2, "input 3x28x28 (grey images repeated to 3 channels)"),
+        pytest.param("torchvision/mobilenet_v3_small", 2, "input 3x28x28 (grey images repeated to 3 channels)", marks=pytest.mark.slow),
         ("timm/test_vit", 1, "model timm/test_vit: input 1x160x160"),  # a fixed-size model gets its size
     ],
 )

@@ -144,7 +144,7 @@ def test_order_keys_sort_like_floats() -> None:
     assert bool((order_keys(nonfinite) == torch.iinfo(torch.int32).max).all())
 
 
-@pytest.mark.parametrize("world", [1, 2, 3, 4])
+@pytest.mark.parametrize("world", [1, 2, 3, pytest.param(4, marks=pytest.mark.slow)])
 def test_matches_reference_quick(world: int) -> None:
     """A subset of the grid for every world size in the default run; the full grid is -m slow."""
     run_world(world, full=False)

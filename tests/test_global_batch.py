@@ -17,7 +17,7 @@ from plabel.trainer.loop import GlobalBatchSampler, RoundPosition, TrainPlan, ma
 from plabel.trainer.round_selection import SelectionRequest, select_for_round
 from plabel.trainer.scoring_pass import ScorePlan, score_dataset
 
-WORLDS = [2, 3, 4]
+WORLDS = [2, 3, pytest.param(4, marks=pytest.mark.slow)]  # CI time: 4 processes with -m slow
 
 
 @pytest.mark.parametrize("batch", [1, 7, 16, 33])

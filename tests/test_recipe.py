@@ -269,7 +269,7 @@ def test_views_average_the_teacher_and_count_disagreement(one_process_views):
     assert dropout_scores["disagreement"].max() > 0  # MC dropout's passes differ (small_cnn has dropout)
 
 
-@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("world", [pytest.param(2, marks=pytest.mark.slow), 3])  # CI time: 3 by default
 def test_view_scores_and_selection_are_byte_identical_on_any_process_count(world, one_process_views):
     for rank in run_processes(_view_scores, world, timeout=300):
         for key, (reference, ref_idx) in one_process_views.items():

@@ -45,8 +45,9 @@ def reference(tmp_path_factory):
     "fault,resumed_from",
     [
         ("step:19@0:kill", "global step 18"),  # mid-epoch of a later round, from a mid-epoch checkpoint
-        ("scored:2@1:kill", "global step 16"),  # between scoring and selection
-        ("checkpoint:18@0:kill", "global step 16"),  # while a checkpoint is being written
+        # CI time: the other kill points run with -m slow (and before every release of the resume code)
+        pytest.param("scored:2@1:kill", "global step 16", marks=pytest.mark.slow),  # between scoring and selection
+        pytest.param("checkpoint:18@0:kill", "global step 16", marks=pytest.mark.slow),  # while a checkpoint is written
     ],
 )
 def test_killed_run_resumes_to_identical_results(tmp_path, reference, fault, resumed_from):

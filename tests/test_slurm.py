@@ -154,6 +154,7 @@ def test_single_node_two_cpu_processes(slurm):
     assert "srun" not in log.read_text()
 
 
+@pytest.mark.slow  # CI time: the real one-host SLURM's test (tests/test_slurm_cluster.py) covers it by default
 def test_time_limit_signal_checkpoints_requeues_and_resumes(slurm):
     env, run_dir, log = slurm
     job = BatchJob("launch/slurm_multi_node.sbatch", LONG, env)
