@@ -6,6 +6,7 @@ import os
 import signal
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -261,6 +262,19 @@ def test_loader_workers_survive_a_signal_the_moment_they_start():
             os.kill(worker.pid, signal.SIGTERM)
             os.kill(worker.pid, signal.SIGUSR1)
         assert torch.cat(list(batches)).tolist() == list(range(40))
+
+
+def test_a_process_leaving_with_a_loader_still_iterating_exits():
+    """The workers ignore SIGTERM, which is what multiprocessing's exit handler sends them before
+    it joins them: leaving with a loader mid-epoch (an exception, a test's failed assertion) hung
+    forever. Their terminate is a SIGKILL."""
+    script = (
+        "import sys\nfrom torch.utils.data import DataLoader\nfrom plabel.trainer.setup import LoaderOptions\n"
+        "it = iter(DataLoader(list(range(40)), batch_size=4, **LoaderOptions(num_workers=2).dataloader_kwargs()))\n"
+        "next(it)\nsys.exit(0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT, env=subprocess_env())
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_one_failing_process_ends_the_job_quickly(tmp_path):

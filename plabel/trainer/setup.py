@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.popen_fork
 import os
 import signal
 import subprocess
@@ -63,10 +64,23 @@ def ignore_preemption_signals(worker_id: int) -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, PREEMPTION_SIGNALS)
 
 
+class _KillOnTerminate(multiprocessing.popen_fork.Popen):
+    """``terminate()`` sends SIGKILL: the workers ignore SIGTERM, so torch's shutdown and
+    multiprocessing's exit handler (terminate, then join) would otherwise wait for them forever
+    (an interpreter leaving with a loader still iterating hung at exit)."""
+
+    def terminate(self) -> None:
+        self.kill()
+
+
 class _BlockedSignalsProcess(multiprocessing.context.ForkProcess):
     """A fork whose child starts with the preemption signals blocked. torch's worker installs a
     C handler that dies of SIGTERM before ``worker_init_fn`` can ignore it; a launcher signalling
     the process group just as a round's loader starts its workers killed one in that window."""
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        return _KillOnTerminate(process_obj)
 
     def start(self) -> None:
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, PREEMPTION_SIGNALS)
