@@ -22,6 +22,10 @@ from plabel.distributed.collectives import any_process
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later" - rerun the same command to resume
 
+# What a scheduler sends before it kills a job; loader workers are forked with them blocked
+# (trainer/setup.py) so that only the training process acts on them.
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
 _signal_received: Optional[int] = None
 
 
@@ -34,7 +38,7 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
 
 
 def install_preemption_handlers() -> None:
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
+    for sig in PREEMPTION_SIGNALS:
         signal.signal(sig, _handler)
 
 

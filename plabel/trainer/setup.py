@@ -23,6 +23,7 @@ from plabel.config import ConfigError, RunConfig
 from plabel.data.base import UnreadableImage
 from plabel.data.splits import Splits
 from plabel.distributed.collectives import gather_lists, shard_range
+from plabel.trainer.faults import PREEMPTION_SIGNALS
 from plabel.trainer.tracking import resolve_wandb_mode
 
 
@@ -46,9 +47,6 @@ class LoaderOptions:
 
     def layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
-
-
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 def ignore_preemption_signals(worker_id: int) -> None:
