@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from plabel.config import ConfigError, RunConfig, diff_configs, load_config
+from plabel.config import ConfigError, RunConfig, diff_configs, flatten, load_config
 from plabel.config.args import build_parser, parse_overrides, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,6 +93,26 @@ def test_shipped_configs_load():
         load_config(p)
     # configs/default.yaml spells out the built-in defaults.
     assert load_config(ROOT / "configs/default.yaml").to_dict() == load_config(None).to_dict()
+
+
+def test_default_0_2_config_is_0_2s_defaults():
+    """configs/default-0.2.yaml differs from the built-in defaults in exactly the defaults 0.3
+    changed, and holds 0.2's values for them."""
+    from plabel.config.defaults_history import CHANGED_IN_0_3, changed_defaults_hint, changed_defaults_note
+
+    old, new = load_config(ROOT / "configs/default-0.2.yaml").to_dict(), load_config(None).to_dict()
+    assert diff_configs(old, new) == sorted(CHANGED_IN_0_3)
+    flat_old, flat_new = flatten(old), flatten(new)
+    for name, (was, now) in CHANGED_IN_0_3.items():
+        assert flat_old[name] == was and flat_new[name] == now
+    assert changed_defaults_note(old) == ""
+    assert changed_defaults_note(new).startswith(
+        "defaults changed in plabel 0.3 that this run uses: pseudo.augment strong (0.2: same); "
+        "pseudo.alpha_schedule constant (0.2: linear); pseudo.top_k_percent 60/80/90/95 (0.2: 20/40/60/80)"
+    )
+    # The hint names only changed defaults the saved run had at 0.2's value.
+    assert changed_defaults_hint(["pseudo.augment", "seed"], old) != "" and "seed" not in changed_defaults_hint(["pseudo.augment", "seed"], old)
+    assert changed_defaults_hint(["pseudo.augment"], new) == "" and changed_defaults_hint(["seed"], old) == ""
 
 
 def test_cli_error_is_one_line_and_exit_2():

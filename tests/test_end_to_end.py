@@ -149,7 +149,7 @@ def test_tracker_gets_config_and_per_round_keys_from_main_process_only(tmp_path)
     assert ROUND_KEYS <= set(round_logs[1])
     assert STEP_KEYS <= set().union(*(values for _, values in logs))
     alphas = [values["train/alpha"] for _, values in logs if "train/alpha" in values and values["train/round"] == 1]
-    assert alphas[0] == 0.0  # the ramp starts at 0 in a round's first epoch
+    assert alphas and set(alphas) == {1.0}  # since 0.3 alpha is constant: full weight from a round's first step
 
 
 def test_loader_workers_do_not_change_results(tmp_path):

@@ -113,6 +113,24 @@ def test_hub_dataset_unreachable_offline(capsys, monkeypatch):
     assert "data.train.name" in err and "local" in err
 
 
+def test_a_run_folder_of_0_2_defaults_names_the_changed_defaults(tmp_path, capsys):
+    """The same command under plabel 0.3 meets a folder written with 0.2's defaults: the refusal
+    says which defaults changed and where 0.2's are; the 0.2 config file continues the run."""
+    out = tmp_path / "run"
+    old = ["--config", str(ROOT / "configs/default-0.2.yaml"), *TINY, "--output_dir", str(out)]
+    assert train_main(old) == 0
+    printed = capsys.readouterr().out
+    assert "defaults changed in plabel 0.3" not in printed  # it takes none of them
+    err = _error_of([*TINY, "--output_dir", str(out)], capsys)
+    assert "pseudo.augment: 'same' there, 'strong' now" in err
+    assert "plabel 0.3 changed the default of pseudo.alpha_schedule, pseudo.augment; configs/default-0.2.yaml" in err
+    assert train_main(old) == 0 and "holds a complete run" in capsys.readouterr().out
+    # A new run under 0.3's defaults says which of them it takes (TINY sets k itself).
+    assert train_main([*TINY, "--output_dir", str(tmp_path / "new")]) == 0
+    assert ("defaults changed in plabel 0.3 that this run uses: pseudo.augment strong (0.2: same); "
+            "pseudo.alpha_schedule constant (0.2: linear); configs/default-0.2.yaml restores 0.2's") in capsys.readouterr().out
+
+
 def test_output_dir_of_a_different_run_lists_differences(tmp_path, capsys):
     out = tmp_path / "run"
     _run_once(out)

@@ -302,8 +302,9 @@ class PseudoConfig:
 
     rounds: int = _f(4, "pseudo-labeling rounds after round 0 (the supervised baseline)")
     top_k_percent: Union[float, list[float]] = _f(
-        [20.0, 40.0, 60.0, 80.0],
-        "percent of the whole pool selected per round (lowest entropy): one number, or one per round",
+        [60.0, 80.0, 90.0, 95.0],
+        "percent of the whole pool selected per round (lowest entropy): one number, or one per round "
+        "(since plabel 0.3: 60/80/90/95, all but the least certain; 0.2: 20/40/60/80)",
     )
     score: Literal["entropy", "max_probability", "margin", "energy", "disagreement", "random"] = _f(
         "entropy",
@@ -341,9 +342,10 @@ class PseudoConfig:
     )
     guard_quantile: float = _f(0.05, "knn guard: the share of the labeled samples' own nearest-neighbour similarities and distances beyond the thresholds")
     augment: Literal["same", "strong", "elastic", "randaugment", "trivialaugment"] = _f(
-        "same",
+        "strong",
         "augmentation of the pseudo-labeled batch: same as the labeled batch, or a data.augment level (FixMatch / "
-        "Noisy Student: the pseudo-label comes from the clean view, the loss from a strongly augmented one)",
+        "Noisy Student: the pseudo-label comes from the clean view, the loss from a strongly augmented one; "
+        "since plabel 0.3 strong, 0.2: same)",
     )
     accumulate: bool = _f(
         False,
@@ -362,7 +364,10 @@ class PseudoConfig:
     class_balanced: bool = _f(True, "select the same fraction of each predicted class instead of one global k%")
     eps: float = _f(1e-10, "added inside log2 so a zero probability gives a finite entropy")
     alpha_schedule: Literal["linear", "lee", "constant"] = _f(
-        "linear", "linear: 0 in the first epoch up to alpha_max by alpha_ramp_epochs; lee: Lee (2013) T1/T2/alpha_f; constant: alpha_max"
+        "constant",
+        "weight of the pseudo-label loss over a round's epochs: constant = alpha_max from the first step (since plabel "
+        "0.3: a round starts from a trained model); linear (0.2's default) = 0 in the first epoch up to alpha_max by "
+        "alpha_ramp_epochs; lee = Lee (2013) T1/T2/alpha_f",
     )
     alpha_max: float = _f(1.0, "final weight of the pseudo-label loss (alpha_f in Lee 2013)")
     alpha_ramp_epochs: int = _f(5, "linear: epoch at which alpha reaches alpha_max")

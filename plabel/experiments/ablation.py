@@ -7,7 +7,10 @@ Every row trains on the same split and seeds with the same total budget ((rounds
 x steps_per_epoch optimizer steps; the supervised row spends it all in round 0; the "default"
 rows keep the shipped configuration's own budget), through
 ``train.py`` itself, one run folder per (labels, row, seed) under ``--out``. Finished runs are
-reused, so an interrupted sweep continues where it stopped. Each row reports test accuracy
+reused, so an interrupted sweep continues where it stopped. "The shipped configuration" is plabel
+0.2's default (``configs/default-0.2.yaml``), which every committed ablation result was made with:
+0.3 changed three defaults (README, "Quick start"), and this module keeps to the old ones so that
+its results still reproduce. Each row reports test accuracy
 mean ± std over seeds, pseudo-label precision per round, the last selection's class histogram,
 and accuracy on a corrupted copy of the test set (Gaussian pixel noise and small rotations).
 """
@@ -34,6 +37,7 @@ from torchvision.transforms import v2
 from plabel.config.args import SpellingsParser
 
 ROUNDS = 5
+CONFIG_0_2 = Path(__file__).resolve().parents[2] / "configs" / "default-0.2.yaml"  # what the results were made with
 CURRICULUM = "[20, 40, 60, 80, 100]"
 # name -> (description, overrides). All rows but the DEFAULT_ROWS: ROUNDS rounds, continued
 # model, global selection, linear alpha ramp, --epochs x --steps-per-epoch per round, unless the
@@ -157,7 +161,7 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     jobs = max(1, args.jobs)
     # Concurrent runs share the cores instead of fighting over them.
     threads = max(1, len(os.sched_getaffinity(0)) // jobs)
-    common = ["--tracking.mode", "disabled", "--data.test_holdout", str(args.test_holdout), "--train.cpu_threads", str(threads)]
+    common = ["--config", str(CONFIG_0_2), "--tracking.mode", "disabled", "--data.test_holdout", str(args.test_holdout), "--train.cpu_threads", str(threads)]
     if args.test_root:
         common += ["--data.test.source", "idx", "--data.test.root", args.test_root, "--data.test.split", "test"]
     if args.pool_limit:

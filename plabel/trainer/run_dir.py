@@ -21,6 +21,7 @@ import yaml
 from accelerate import Accelerator
 
 from plabel.config import ConfigError, RunConfig, diff_configs, flatten
+from plabel.config.defaults_history import changed_defaults_hint
 from plabel.data.pool_index import INDEX_FILE
 from plabel.distributed.processes import decide_on_main
 from plabel.trainer.checkpointer import STATE_FILE, newest_valid_checkpoint, verify_checkpoint
@@ -96,7 +97,7 @@ def _differences_message(where: str, saved: dict[str, Any], current: dict[str, A
     fs, fc = flatten(saved), flatten(current)
     shown = "; ".join(f"{n}: {fs.get(n)!r} there, {fc.get(n)!r} now" for n in names[:6])
     more = f" (+{len(names) - 6} more)" if len(names) > 6 else ""
-    return f"{where} was written by a different configuration ({shown}{more})"
+    return f"{where} was written by a different configuration ({shown}{more}){changed_defaults_hint(names, saved)}"
 
 
 def _run_id(path: Path) -> str:
