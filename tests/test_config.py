@@ -98,7 +98,12 @@ def test_shipped_configs_load():
 def test_default_0_2_config_is_0_2s_defaults():
     """configs/default-0.2.yaml differs from the built-in defaults in exactly the defaults 0.3
     changed, and holds 0.2's values for them."""
-    from plabel.config.defaults_history import CHANGED_IN_0_3, changed_defaults_hint, changed_defaults_note
+    from plabel.config.defaults_history import (
+        CHANGED_IN_0_3,
+        changed_defaults_hint,
+        changed_defaults_note,
+        unaugmented_data_note,
+    )
 
     old, new = load_config(ROOT / "configs/default-0.2.yaml").to_dict(), load_config(None).to_dict()
     assert diff_configs(old, new) == sorted(CHANGED_IN_0_3)
@@ -113,6 +118,11 @@ def test_default_0_2_config_is_0_2s_defaults():
     # The hint names only changed defaults the saved run had at 0.2's value.
     assert changed_defaults_hint(["pseudo.augment", "seed"], old) != "" and "seed" not in changed_defaults_hint(["pseudo.augment", "seed"], old)
     assert changed_defaults_hint(["pseudo.augment"], new) == "" and changed_defaults_hint(["seed"], old) == ""
+    # data.augment none (flips change the class) with 0.3's strong pseudo batch: a warning, not silence.
+    plain = load_config(None, {"data.augment": "none"}).to_dict()
+    assert unaugmented_data_note(plain).startswith("warning: data.augment is none but pseudo.augment strong")
+    assert unaugmented_data_note(load_config(None, {"data.augment": "none", "pseudo.augment": "same"}).to_dict()) == ""
+    assert unaugmented_data_note(new) == ""
 
 
 def test_cli_error_is_one_line_and_exit_2():

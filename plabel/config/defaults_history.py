@@ -57,3 +57,15 @@ def changed_defaults_hint(names: list[str], saved: dict[str, Any]) -> str:
     if not hit:
         return ""
     return f" (plabel 0.3 changed the default of {', '.join(hit)}; {OLD_DEFAULTS_FILE} holds 0.2's defaults)"
+
+
+def unaugmented_data_note(resolved: dict[str, Any]) -> str:
+    """A warning when the labeled batch is not augmented but the pseudo-labeled one is: users set
+    data.augment none when flips or crops change a class (digits in colour pictures), and 0.3's
+    default pseudo.augment strong would still flip and crop the pool's images."""
+    flat = flatten(resolved)
+    if flat.get("data.augment") != "none" or flat.get("pseudo.augment") == "same":
+        return ""
+    return (f"warning: data.augment is none but pseudo.augment {flat.get('pseudo.augment')} augments the pseudo-labeled "
+            "batch (colour images: crops and flips); set pseudo.augment same if that changes what your classes are")
+

@@ -20,7 +20,7 @@ from accelerate import Accelerator
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from plabel.config import RunConfig
-from plabel.config.defaults_history import changed_defaults_note
+from plabel.config.defaults_history import changed_defaults_note, unaugmented_data_note
 from plabel.data.splits import IndexedImages, SoftTargets, Splits
 from plabel.data.transforms import source_transform
 from plabel.distributed.collectives import sum_across_processes
@@ -72,8 +72,9 @@ class RoundRunner:
         print_once(accelerator, f"plabel run -> {out_dir}  ({accelerator.num_processes} process(es) on {accelerator.device.type}; {run_dir.status})")
         print_once(accelerator, yaml.safe_dump(resolved, sort_keys=False).rstrip())
         print_once(accelerator, batch_note(cfg, accelerator.num_processes))
-        if defaults_note := changed_defaults_note(resolved):
-            print_once(accelerator, defaults_note)
+        for note in (changed_defaults_note(resolved), unaugmented_data_note(resolved)):
+            if note:
+                print_once(accelerator, note)
         self.wandb_run_id = run_dir.wandb_run_id
         wandb_config = {**resolved, "run": run_facts(accelerator)}  # nested sections: W&B wants no dots in keys
         self.logger = start_trackers(
