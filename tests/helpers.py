@@ -58,4 +58,34 @@ def run_train(args: list[str], processes: int = 1, timeout: float = 600, **env: 
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=subprocess_env(**env), timeout=timeout)
 
 
-__all__ = ["ROOT", "TINY", "TINY_CONFIG", "free_port", "launch_command", "run_processes", "run_train", "subprocess_env", "tiny"]
+def communicate_or_dump(proc: subprocess.Popen, timeout: float) -> str:
+    """``proc.communicate(timeout)[0]``; when it times out, every process of the tree prints its
+    threads' stacks (plabel's SIGUSR2 stack dump), the tree is killed, and the test fails with the
+    end of the output, so that a rare hang says where it stood."""
+    import signal
+
+    import psutil
+
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        for p in tree:
+            try:
+                p.send_signal(signal.SIGUSR2)
+            except psutil.Error:
+                pass
+        try:
+            out = proc.communicate(timeout=5)[0]
+        except subprocess.TimeoutExpired:
+            for p in tree:
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+            out = proc.communicate()[0]
+        listing = "\n".join(f"{p.pid} {p.status() if p.is_running() else 'gone'} {' '.join(p.cmdline()[:3]) if p.is_running() else ''}" for p in tree)
+        raise AssertionError(f"timed out after {timeout} s; processes:\n{listing}\noutput (with stacks):\n{(out or '')[-12000:]}") from None
+
+
+__all__ = ["ROOT", "TINY", "TINY_CONFIG", "communicate_or_dump", "free_port", "launch_command", "run_processes", "run_train", "subprocess_env", "tiny"]

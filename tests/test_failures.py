@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from helpers import ROOT, TINY, launch_command, subprocess_env, tiny
+from helpers import ROOT, TINY, communicate_or_dump, launch_command, subprocess_env, tiny
 
 from plabel.commands.train import train_main
 from plabel.trainer.checkpointer import list_checkpoints
@@ -222,6 +222,30 @@ def _workers(proc):
     return [p for p in psutil.Process(proc.pid).children(recursive=True) if "train.py" in " ".join(p.cmdline())]
 
 
+def test_a_stuck_process_prints_its_stacks_on_sigusr2_and_goes_on():
+    """`kill -USR2 <pid>` on a run prints every thread's stack and the run continues; the tests'
+    timeout helper uses it to say where a hung run stood."""
+    script = (
+        "import os, signal, sys, time\n"
+        "from plabel.trainer.faults import install_preemption_handlers\n"
+        "install_preemption_handlers()\n"
+        "def waiting_here():\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(60)\n"
+        "waiting_here()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGUSR2)
+    time.sleep(1)
+    assert proc.poll() is None  # still running after the dump
+    with pytest.raises(AssertionError) as failure:
+        communicate_or_dump(proc, 2)
+    assert "in waiting_here" in str(failure.value) and "timed out after 2 s" in str(failure.value)
+    assert proc.poll() is not None  # the helper killed it
+
+
 @pytest.mark.parametrize(
     "how",
     # CI time: the plain SIGTERM case is the workers' case without workers; it runs with -m slow
@@ -240,7 +264,7 @@ def test_preemption_signal_checkpoints_and_resumes(tmp_path, how):
     else:
         ranks = sorted(_workers(proc), key=lambda p: p.environ().get("RANK", ""))
         ranks[1].send_signal(signal.SIGUSR1)
-    rest = proc.communicate(timeout=120)[0]
+    rest = communicate_or_dump(proc, 120)
     elapsed = time.time() - sent
     assert proc.returncode != 0
     assert elapsed < 60, f"took {elapsed:.1f} s to stop"
@@ -255,7 +279,7 @@ def test_preemption_signal_checkpoints_and_resumes(tmp_path, how):
         # 0's checkpoint, which is then the one to resume from) a stop right after round 0.
         assert "preempted" in rest and ("checkpoint (preemption)" in rest or "stopped after round 0" in rest), rest[-2000:]
     resumed = _launch(args)
-    log = resumed.communicate(timeout=300)[0]
+    log = communicate_or_dump(resumed, 300)
     assert resumed.returncode == 0, log[-3000:]
     assert f"resumed from {newest}" in log
     assert (out / "summary.json").is_file()

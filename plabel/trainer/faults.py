@@ -8,6 +8,7 @@ checkpoint and exit with EXIT_PREEMPTED.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
@@ -25,6 +26,7 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later" - rerun the same command t
 # What a scheduler sends before it kills a job; loader workers are forked with them blocked
 # (trainer/setup.py) so that only the training process acts on them.
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STACK_DUMP_SIGNAL = signal.SIGUSR2
 
 _signal_received: Optional[int] = None
 
@@ -40,6 +42,22 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
 def install_preemption_handlers() -> None:
     for sig in PREEMPTION_SIGNALS:
         signal.signal(sig, _handler)
+    # A run that seems stuck: `kill -USR2 <pid>` prints every thread's Python stack to stderr and
+    # the run goes on. faulthandler's handler is C-level, so it answers even while the main thread
+    # waits in a collective or on a loader worker (and forked loader workers inherit it).
+    # The process's own stderr: sys.stderr may be a stream without a file descriptor (a notebook,
+    # pytest's capture), which faulthandler cannot write to.
+    stream = sys.stderr if _has_fileno(sys.stderr) else sys.__stderr__
+    if stream is not None and _has_fileno(stream):
+        faulthandler.register(STACK_DUMP_SIGNAL, file=stream, all_threads=True, chain=False)
+
+
+def _has_fileno(stream: object) -> bool:
+    try:
+        stream.fileno()  # type: ignore[attr-defined]
+        return True
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+        return False
 
 
 def watch_parent(parent_pid: int, world_size: int) -> None:
