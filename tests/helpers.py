@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,17 @@ def run_train(args: list[str], processes: int = 1, timeout: float = 600, **env: 
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=subprocess_env(**env), timeout=timeout)
 
 
-def communicate_or_dump(proc: subprocess.Popen, timeout: float) -> str:
+def _describe(p) -> str:
+    """One line per process of a stuck tree: pid, state and command, read before it is killed."""
+    import psutil
+
+    try:
+        return f"{p.pid} {p.status()} {' '.join(p.cmdline()[:3])}"
+    except psutil.Error:
+        return f"{p.pid} gone"
+
+
+def communicate_or_dump(proc: subprocess.Popen, timeout: float, dump_wait: float = 5.0) -> str:
     """``proc.communicate(timeout)[0]``; when it times out, every process of the tree prints its
     threads' stacks (plabel's SIGUSR2 stack dump), the tree is killed, and the test fails with the
     end of the output, so that a rare hang says where it stood."""
@@ -75,16 +86,14 @@ def communicate_or_dump(proc: subprocess.Popen, timeout: float) -> str:
                 p.send_signal(signal.SIGUSR2)
             except psutil.Error:
                 pass
-        try:
-            out = proc.communicate(timeout=5)[0]
-        except subprocess.TimeoutExpired:
-            for p in tree:
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
-            out = proc.communicate()[0]
-        listing = "\n".join(f"{p.pid} {p.status() if p.is_running() else 'gone'} {' '.join(p.cmdline()[:3]) if p.is_running() else ''}" for p in tree)
+        time.sleep(dump_wait)  # the dumps are written at once; the processes go on, so nothing is waited for
+        listing = "\n".join(_describe(p) for p in tree)
+        for p in tree:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        out = proc.communicate()[0]
         raise AssertionError(f"timed out after {timeout} s; processes:\n{listing}\noutput (with stacks):\n{(out or '')[-12000:]}") from None
 
 

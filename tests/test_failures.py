@@ -241,8 +241,9 @@ def test_a_stuck_process_prints_its_stacks_on_sigusr2_and_goes_on():
     time.sleep(1)
     assert proc.poll() is None  # still running after the dump
     with pytest.raises(AssertionError) as failure:
-        communicate_or_dump(proc, 2)
+        communicate_or_dump(proc, 2, dump_wait=1)
     assert "in waiting_here" in str(failure.value) and "timed out after 2 s" in str(failure.value)
+    assert f"{proc.pid} sleeping" in str(failure.value)  # the listing is read before the kill
     assert proc.poll() is not None  # the helper killed it
 
 
