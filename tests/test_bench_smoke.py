@@ -44,7 +44,8 @@ def numbers(cell: str) -> list[float]:
     return [float(part.replace(",", "")) for part in cell.split("/") if part.strip()]
 
 
-@pytest.mark.parametrize("command", list(KEY_COLUMNS))
+# CI time: the pool benchmark (a folder of images written and read twice) runs with -m slow.
+@pytest.mark.parametrize("command", [c if c != "pool" else pytest.param(c, marks=pytest.mark.slow) for c in KEY_COLUMNS])
 def test_smoke_prints_a_table_of_positive_finite_numbers(command: str, tmp_path: Path) -> None:
     key_column = KEY_COLUMNS[command]
     output = run_bench(command, *(["--data-dir", str(tmp_path)] if command == "pool" else []))

@@ -17,7 +17,8 @@ from plabel.trainer.loop import GlobalBatchSampler, RoundPosition, TrainPlan, ma
 from plabel.trainer.round_selection import SelectionRequest, select_for_round
 from plabel.trainer.scoring_pass import ScorePlan, score_dataset
 
-WORLDS = [2, 3, pytest.param(4, marks=pytest.mark.slow)]  # CI time: 4 processes with -m slow
+# CI time: 3 processes (the odd split) by default, 2 and 4 with -m slow.
+WORLDS = [pytest.param(2, marks=pytest.mark.slow), 3, pytest.param(4, marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("batch", [1, 7, 16, 33])

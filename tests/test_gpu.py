@@ -24,6 +24,9 @@ def test_the_checks_pass_on_the_cpu():
     assert len(rows) >= 15 and all(ok for _, ok, _ in rows), [r for r in rows if not r[1]]
 
 
+# CI time: the whole device script on CPU runs with -m slow (before every device session); the
+# checks it runs are the previous test's, which runs by default.
+@pytest.mark.slow
 def test_gpu_check_smoke_runs_every_stage_and_writes_results(tmp_path):
     done = subprocess.run(
         ["bash", str(ROOT / "scripts/gpu_check.sh"), "--smoke", "--out", str(tmp_path / "out")],

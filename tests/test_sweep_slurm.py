@@ -109,6 +109,9 @@ def test_array_script_arguments_and_queue_with_stand_in_slurm(tmp_path, capsys, 
     assert len(err) == 1 and "squeue does not answer here" in err[0], err
 
 
+# CI time: runs with -m slow; tests/test_slurm_cluster.py keeps a real SLURM's requeue in the default
+# run, and the array script above is checked against a stand-in SLURM by default.
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_slurm_sweep_is_one_array_requeues_one_task_and_tables_as_local(cluster, tmp_path, capsys, monkeypatch):
     env, _ = cluster
