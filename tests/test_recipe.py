@@ -362,11 +362,18 @@ def test_recipe_config_runs_end_to_end_in_one_process(tmp_path):
 
 def test_shipped_best_recipe_config_loads_and_names_the_test_folder():
     from plabel.config import load_config
+    from plabel.config.load import diff_configs
+    from plabel.sweeps.grid import load_grid
 
     cfg = load_config(ROOT / "configs" / "mnist100_best.yaml", {})
-    assert cfg.pseudo.top_k_percent == [60, 80, 90, 95] and cfg.pseudo.score_views == 5 and cfg.train.budget == "data"
+    assert cfg.pseudo.top_k_percent == [60, 80, 90, 95, 100, 100] and cfg.pseudo.score_views == 1 and cfg.train.budget == "data"
     assert cfg.pseudo.augment == "strong" and cfg.train.batch_size + cfg.train.pseudo_batch_size == 128
     assert cfg.data.test.source == "idx" and cfg.data.labeled_per_class == 10
+    # The best recipe is the recipe grid's `six_rounds` row (its measured 5 seeds), whose base is the
+    # four-round recipe: the same resolved config.
+    grid = load_grid(ROOT / "configs" / "sweeps" / "recipe.yaml")
+    row = load_config(ROOT / "configs" / "mnist100_4rounds.yaml", grid.overrides(grid.row("six_rounds"))).to_dict()
+    assert diff_configs(cfg.to_dict(), row, ignore=("tracking.mode",)) == []
 
 
 def test_the_guard_sees_the_clean_views_features_whatever_the_views():
