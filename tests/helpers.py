@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import psutil  # accelerate's dependency
 
 from plabel.bench.processes import free_port, run_processes
 
@@ -59,10 +62,8 @@ def run_train(args: list[str], processes: int = 1, timeout: float = 600, **env: 
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=subprocess_env(**env), timeout=timeout)
 
 
-def _describe(p) -> str:
+def _describe(p: psutil.Process) -> str:
     """One line per process of a stuck tree: pid, state and command, read before it is killed."""
-    import psutil
-
     try:
         return f"{p.pid} {p.status()} {' '.join(p.cmdline()[:3])}"
     except psutil.Error:
@@ -73,10 +74,6 @@ def communicate_or_dump(proc: subprocess.Popen, timeout: float, dump_wait: float
     """``proc.communicate(timeout)[0]``; when it times out, every process of the tree prints its
     threads' stacks (plabel's SIGUSR2 stack dump), the tree is killed, and the test fails with the
     end of the output, so that a rare hang says where it stood."""
-    import signal
-
-    import psutil
-
     try:
         return proc.communicate(timeout=timeout)[0]
     except subprocess.TimeoutExpired:
