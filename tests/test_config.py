@@ -115,6 +115,16 @@ def test_default_0_2_config_is_0_2s_defaults():
         "defaults changed in plabel 0.3 that this run uses: pseudo.augment strong (0.2: same); "
         "pseudo.alpha_schedule constant (0.2: linear); pseudo.top_k_percent 60/80/90/95 (0.2: 20/40/60/80)"
     )
+    # A value the config file or command line chose is not a default the run relies on, even at 0.3's value.
+    best = load_config(ROOT / "configs/mnist100_best.yaml")
+    assert {"pseudo.augment", "pseudo.alpha_schedule", "pseudo.top_k_percent", "data.train.source"} <= best.given
+    assert changed_defaults_note(best.to_dict(), best.given) == ""
+    chosen = load_config(None, {"pseudo.augment": "strong", "data.labeled.source": "embedded"})
+    assert chosen.given == {"pseudo.augment", "data.train.source"} and load_config(None).given == frozenset()
+    assert changed_defaults_note(chosen.to_dict(), chosen.given).startswith(
+        "defaults changed in plabel 0.3 that this run uses: pseudo.alpha_schedule constant (0.2: linear); pseudo.top_k_percent"
+    )
+    assert "given" not in chosen.to_dict() and "given" not in flatten(chosen.to_dict())  # never saved nor compared
     # The hint names only changed defaults the saved run had at 0.2's value.
     assert changed_defaults_hint(["pseudo.augment", "seed"], old) != "" and "seed" not in changed_defaults_hint(["pseudo.augment", "seed"], old)
     assert changed_defaults_hint(["pseudo.augment"], new) == "" and changed_defaults_hint(["seed"], old) == ""

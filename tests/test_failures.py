@@ -129,6 +129,10 @@ def test_a_run_folder_of_0_2_defaults_names_the_changed_defaults(tmp_path, capsy
     assert train_main([*TINY, "--output_dir", str(tmp_path / "new")]) == 0
     assert ("defaults changed in plabel 0.3 that this run uses: pseudo.augment strong (0.2: same); "
             "pseudo.alpha_schedule constant (0.2: linear); configs/default-0.2.yaml restores 0.2's") in capsys.readouterr().out
+    # One it sets on the command line, to 0.3's value, is the user's choice: not named.
+    assert train_main([*TINY, "--pseudo.augment", "strong", "--output_dir", str(tmp_path / "chosen")]) == 0
+    assert ("defaults changed in plabel 0.3 that this run uses: pseudo.alpha_schedule constant (0.2: linear); "
+            "configs/default-0.2.yaml restores 0.2's") in capsys.readouterr().out
 
 
 def test_output_dir_of_a_different_run_lists_differences(tmp_path, capsys):

@@ -8,6 +8,7 @@ that changed them and the config file that restores them.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from plabel.config.load import flatten
@@ -37,12 +38,14 @@ def _spell(value: Any) -> str:
     return str(value)
 
 
-def changed_defaults_note(resolved: dict[str, Any]) -> str:
-    """The printed line naming the 0.3 defaults this run uses ('' when it sets all of them otherwise)."""
+def changed_defaults_note(resolved: dict[str, Any], given: Collection[str] = ()) -> str:
+    """The printed line naming the 0.3 defaults this run takes ('' when it sets all of them otherwise).
+    ``given``: the dotted names the config file or command line set; a value chosen there is not
+    a default the run relies on, even when it equals 0.3's (configs/mnist100_best.yaml's)."""
     flat = flatten(resolved)
     taken = [
         f"{name} {_spell(new)} (0.2: {_spell(old)})"
-        for name, (old, new) in CHANGED_IN_0_3.items() if _same(flat.get(name), new)
+        for name, (old, new) in CHANGED_IN_0_3.items() if name not in given and _same(flat.get(name), new)
     ]
     if not taken:
         return ""

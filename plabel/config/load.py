@@ -75,7 +75,9 @@ def load_config(path: Optional[str | Path], overrides: dict[str, Any] | None = N
         tree = loaded
     for dotted, value in (overrides or {}).items():
         _set_dotted(tree, dotted, value)
-    return config_from_dict(tree)
+    cfg = config_from_dict(tree)
+    cfg.given = frozenset(flatten(apply_aliases(tree)))
+    return cfg
 
 
 # Other names users may give a section: data.labeled is data.train (the labeled set's source).

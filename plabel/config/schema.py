@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import ConfigDict
 
@@ -487,6 +487,9 @@ class RunConfig:
     tracking: TrackingConfig = _sub(TrackingConfig, "tracking")
     checkpoint: CheckpointConfig = _sub(CheckpointConfig, "checkpointing")
     collective_timeout_s: int = _f(600, "seconds a process waits in a collective before the job fails (InitProcessGroupKwargs)")
+    # The dotted names the config file and the command line set (load_config fills it); not a
+    # field, so never saved or compared: it only tells notes which values the user chose.
+    given: ClassVar[frozenset[str]] = frozenset()
 
     def validate(self) -> None:
         self.data.validate()

@@ -72,7 +72,7 @@ class RoundRunner:
         print_once(accelerator, f"plabel run -> {out_dir}  ({accelerator.num_processes} process(es) on {accelerator.device.type}; {run_dir.status})")
         print_once(accelerator, yaml.safe_dump(resolved, sort_keys=False).rstrip())
         print_once(accelerator, batch_note(cfg, accelerator.num_processes))
-        for note in (changed_defaults_note(resolved), unaugmented_data_note(resolved)):
+        for note in (changed_defaults_note(resolved, cfg.given), unaugmented_data_note(resolved)):
             if note:
                 print_once(accelerator, note)
         self.wandb_run_id = run_dir.wandb_run_id
