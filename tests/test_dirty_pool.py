@@ -4,6 +4,7 @@ what it lets through, exact across processes: tests/test_distributed_select.py),
 
 import csv
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -92,7 +93,11 @@ def test_a_dirty_run_reports_junk_and_every_option_runs(tmp_path):
                  "pseudo.augment": "strong", "pseudo.score": "energy", "tracking.log_every": 1})
     proc = run_train([*args, "--output_dir", str(out)])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| junk   |" in proc.stdout  # the table's junk column
+    # The table's junk column: in the header printed at round 0 (no selection yet) and in every row.
+    header, rows = proc.stdout.split("round | k%")[1].split("\n", 1)
+    assert "| junk   |" in header
+    table_rows = [line for line in rows.splitlines() if re.match(r" +\d+ \|", line)]
+    assert table_rows and all(line.count("|") == 6 for line in table_rows)
     record = next(json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "select/junk_share" in line)
     assert {"select/guarded", "select/guard_threshold", "select/guard_distance", "select/temperature", "select/junk_in_pool", "select/precision_real"} <= set(record)
     with open(out / "pseudo_labels_round01.csv") as f:

@@ -31,9 +31,11 @@ class RoundResult:
     precision_real: Optional[float] = None  # pseudo-label precision on the real (non-junk) samples selected
 
 
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The per-round table; a ``junk`` column (share of the selection) when the pool holds junk."""
-    junk = any(r.get("junk_share") is not None for r in rows)
+def format_table(rows: Sequence[dict[str, Any]], junk: Optional[bool] = None) -> str:
+    """The per-round table; a ``junk`` column (share of the selection) when the pool holds junk
+    (``junk``; by default, when a row has a junk share: round 0 alone has none)."""
+    if junk is None:
+        junk = any(r.get("junk_share") is not None for r in rows)
     lines = [
         "round | k%   | labeled | pseudo | precision | " + ("junk   | " if junk else "") + "test_acc",
         "------|------|---------|--------|-----------|-" + ("-------|-" if junk else "") + "--------",

@@ -260,7 +260,7 @@ class RoundRunner:
             state.pending_metrics.get("select/junk_share"), _finite_or_none(state.pending_metrics.get("select/precision_real")),
         )
         state.rows.append(dataclasses.asdict(row))
-        table = format_table(state.rows).splitlines()
+        table = format_table(state.rows, junk=cfg.data.junk_share > 0).splitlines()  # the header, printed at round 0, has the column
         print_once(accelerator, "\n".join(table if round_index == 0 or len(state.rows) == 1 else table[-1:]))
         state.position = dataclasses.asdict(position)
         state.next_round, state.mid_round, state.pending_metrics = round_index + 1, False, {}
