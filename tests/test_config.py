@@ -95,7 +95,7 @@ def test_shipped_configs_load():
     assert load_config(ROOT / "configs/default.yaml").to_dict() == load_config(None).to_dict()
 
 
-def test_default_0_2_config_is_0_2s_defaults():
+def test_default_0_2_config_is_0_2s_defaults(tmp_path):
     """configs/default-0.2.yaml differs from the built-in defaults in exactly the defaults 0.3
     changed, and holds 0.2's values for them."""
     from plabel.config.defaults_history import (
@@ -125,6 +125,13 @@ def test_default_0_2_config_is_0_2s_defaults():
         "defaults changed in plabel 0.3 that this run uses: pseudo.alpha_schedule constant (0.2: linear); pseudo.top_k_percent"
     )
     assert "given" not in chosen.to_dict() and "given" not in flatten(chosen.to_dict())  # never saved nor compared
+    # configs/default.yaml spells out the defaults: naming it still relies on them (the note prints).
+    assert load_config(ROOT / "configs/default.yaml").given == frozenset()
+    assert load_config(ROOT / "configs/default.yaml", {"seed": 1}).given == {"seed"}
+    # A file that is invalid alone, mended on the command line, still counts as chosen.
+    mended = tmp_path / "mended.yaml"
+    mended.write_text("pseudo: {rounds: 1, augment: strong}\n")
+    assert load_config(mended, {"pseudo.top_k_percent": 50}).given == {"pseudo.rounds", "pseudo.augment", "pseudo.top_k_percent"}
     # The hint names only changed defaults the saved run had at 0.2's value.
     assert changed_defaults_hint(["pseudo.augment", "seed"], old) != "" and "seed" not in changed_defaults_hint(["pseudo.augment", "seed"], old)
     assert changed_defaults_hint(["pseudo.augment"], new) == "" and changed_defaults_hint(["seed"], old) == ""

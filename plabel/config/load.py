@@ -9,6 +9,7 @@ keys are errors, and nested sections become their dataclasses. The first error b
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import re
@@ -73,11 +74,28 @@ def load_config(path: Optional[str | Path], overrides: dict[str, Any] | None = N
         if not isinstance(loaded, dict):
             raise ConfigError(f"--config: {p} must hold a mapping of config sections")
         tree = loaded
+    # What the user chose: the file's names, unless the file only spells out the defaults
+    # (configs/default.yaml: a command line naming it still takes whatever plabel's defaults are).
+    given = _names(tree) if tree and not _spells_defaults(tree) else set()
+    command_line: dict[str, Any] = {}
     for dotted, value in (overrides or {}).items():
         _set_dotted(tree, dotted, value)
+        _set_dotted(command_line, dotted, value)
     cfg = config_from_dict(tree)
-    cfg.given = frozenset(flatten(apply_aliases(tree)))
+    cfg.given = frozenset(given | _names(command_line))
     return cfg
+
+
+def _spells_defaults(tree: dict[str, Any]) -> bool:
+    try:
+        return config_from_dict(copy.deepcopy(tree)) == RunConfig()
+    except ConfigError:  # invalid alone (the command line may mend it): not the defaults
+        return False
+
+
+def _names(tree: dict[str, Any]) -> set[str]:
+    """The dotted field names a (partial) tree sets, aliased sections under their own names."""
+    return set(flatten(apply_aliases(copy.deepcopy(tree))))
 
 
 # Other names users may give a section: data.labeled is data.train (the labeled set's source).
