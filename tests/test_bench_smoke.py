@@ -64,3 +64,21 @@ def test_smoke_prints_a_table_of_positive_finite_numbers(command: str, tmp_path:
     assert ": met" in output or ": **NOT met**" in output  # the verdict line; smoke sizes prove no target
     if command == "pool":
         assert "same on every process: yes" in output
+
+
+def test_torchvision_models_take_the_grey_digits_as_three_channels() -> None:
+    """``--model torchvision/<name>``: the digits are repeated to 3 channels, as a run does
+    (torchvision's builders take no other count); plabel's and timm's models keep 1."""
+    import argparse
+
+    import torch
+
+    from plabel.bench.speed import channels, input_transform, seeded_model
+
+    cfg = argparse.Namespace(model="torchvision/resnet18", image_size=28)
+    digit = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    digit[0, 10:18, 12:16] = 255
+    x = input_transform(cfg, "light", train=True)(digit)
+    assert x.shape == (3, 28, 28) and torch.equal(x[0], x[1]) and torch.equal(x[1], x[2])
+    assert seeded_model(cfg.model, False, 0).eval()(x[None]).shape == (1, 10)
+    assert channels("small_cnn") == 1 and channels("timm/test_resnet") == 1

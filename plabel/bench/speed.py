@@ -53,7 +53,9 @@ from plabel.data.sources import TensorImageSource, open_embedded, open_source
 from plabel.data.splits import IndexedImages
 from plabel.data.transforms import build_transform, plain_spec, source_transform
 from plabel.distributed.sharded_selection import all_gather_selected, select_pseudo_labels_sharded
+from plabel.config.model_names import check_model_name
 from plabel.models import build_model
+from plabel.models.prepare import model_channels
 from plabel.trainer.loop import RoundPosition, TrainPlan, make_train_loader, train_round
 from plabel.trainer.scoring_pass import ScorePlan, score_shard
 from plabel.trainer.setup import LoaderOptions, make_optimizer
@@ -145,15 +147,20 @@ def build_pool_dataset(data_dir: str, n: int, seed: int, processes: int) -> tupl
 # Shared pieces.
 
 
+def channels(name: str) -> int:
+    """Channels ``--model`` takes for the grey digits, as a run decides (torchvision's: 3, grey repeated)."""
+    return model_channels(check_model_name(name).library, False, None, 1)
+
+
 def input_transform(cfg: argparse.Namespace, augment: str, train: bool) -> Any:
     """The digits (28x28) as the model takes them: resized to ``--image-size`` when it differs."""
     size = cfg.image_size
-    return build_transform(1, plain_spec(1, (size, size)), augment, train, resize=size != 28)
+    return build_transform(1, plain_spec(channels(cfg.model), (size, size)), augment, train, resize=size != 28)
 
 
 def seeded_model(name: str, channels_last: bool, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = build_model(name, 1, NUM_CLASSES)
+    model = build_model(name, channels(name), NUM_CLASSES)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
@@ -267,7 +274,7 @@ def bench_scoring(cfg: argparse.Namespace) -> None:
     pairs = paired_ratios(times["bare"], times["plabel"])
     ratio = statistics.median(pairs)
     print(
-        f"bench_speed scoring: {cfg.model}, {cfg.n} samples 1x{cfg.image_size}x{cfg.image_size}, batch {cfg.batch_size}, mixed precision "
+        f"bench_speed scoring: {cfg.model}, {cfg.n} samples {channels(cfg.model)}x{cfg.image_size}x{cfg.image_size}, batch {cfg.batch_size}, mixed precision "
         f"{cfg.mixed_precision}, channels_last {cfg.channels_last}, num_workers {cfg.num_workers}; {cfg.repeats} "
         f"repeat(s) of {len(pieces)} piece(s) of <= {cfg.segment_batches} batches, paths interleaved per piece"
     )
@@ -412,7 +419,7 @@ def _pool_task(accelerator: Accelerator, cfg: argparse.Namespace, path: str) -> 
     """One process: open the HF folder, score its shard, run the sharded selection."""
     started_rss = peak_rss_mib()
     source = open_source(SourceConfig(source="hf", name=path), "data.train")
-    transform = source_transform(source, plain_spec(1, (28, 28)), "none", train=False)
+    transform = source_transform(source, plain_spec(channels(cfg.model), (28, 28)), "none", train=False)
     pool = IndexedImages(source, torch.arange(len(source)), transform)
     model = accelerator.prepare(seeded_model(cfg.model, cfg.channels_last, cfg.seed))
     options = LoaderOptions(channels_last=cfg.channels_last)

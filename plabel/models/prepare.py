@@ -54,7 +54,7 @@ def prepare_model(accelerator: Accelerator, cfg: RunConfig, source: ImageSource,
     name, ref = cfg.model.name, check_model_name(cfg.model.name)
     defaults = library_defaults(name, cfg.model.pretrained)
     previous = _previous_run_spec(cfg.model.weights)
-    channels = _model_channels(ref.library, cfg.model.pretrained, previous, source.channels)
+    channels = model_channels(ref.library, cfg.model.pretrained, previous, source.channels)
     spec = _input_spec(cfg, defaults, previous, channels, source.image_size)
     notes = [f"model {name}: input {channels}x{spec.size[0]}x{spec.size[1]}" + (
         f" (grey images repeated to {channels} channels)" if channels != source.channels else ""
@@ -103,7 +103,9 @@ def _previous_run_spec(weights: Optional[str]) -> Optional[InputSpec]:
     return InputSpec.from_dict(info["input"]) if "input" in info else plain_spec(info["channels"], tuple(info["image_size"]))
 
 
-def _model_channels(library: str, pretrained: bool, previous: Optional[InputSpec], data_channels: int) -> int:
+def model_channels(library: str, pretrained: bool, previous: Optional[InputSpec], data_channels: int) -> int:
+    """Channels the model takes: a continued run's; 3 for torchvision's builders and pretrained
+    weights (grey data is repeated to fill them); else the data's own."""
     if previous is not None:
         return previous.channels
     if library == "torchvision" or pretrained:
