@@ -5,6 +5,7 @@ No timing assertions: CI machines are shared and slow. Together ~40 s, mostly pr
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import subprocess
@@ -12,6 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from plabel.bench.speed import channels, input_transform, seeded_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,12 +73,6 @@ def test_smoke_prints_a_table_of_positive_finite_numbers(command: str, tmp_path:
 def test_torchvision_models_take_the_grey_digits_as_three_channels() -> None:
     """``--model torchvision/<name>``: the digits are repeated to 3 channels, as a run does
     (torchvision's builders take no other count); plabel's and timm's models keep 1."""
-    import argparse
-
-    import torch
-
-    from plabel.bench.speed import channels, input_transform, seeded_model
-
     cfg = argparse.Namespace(model="torchvision/resnet18", image_size=28)
     digit = torch.zeros(1, 28, 28, dtype=torch.uint8)
     digit[0, 10:18, 12:16] = 255

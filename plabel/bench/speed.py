@@ -49,11 +49,11 @@ from plabel.bench.processes import run_processes
 from plabel.bench.select import digest, peak_rss_mib
 from plabel.config import PseudoConfig, RunConfig, SourceConfig
 from plabel.config.args import SpellingsParser
+from plabel.config.model_names import check_model_name
 from plabel.data.sources import TensorImageSource, open_embedded, open_source
 from plabel.data.splits import IndexedImages
 from plabel.data.transforms import build_transform, plain_spec, source_transform
 from plabel.distributed.sharded_selection import all_gather_selected, select_pseudo_labels_sharded
-from plabel.config.model_names import check_model_name
 from plabel.models import build_model
 from plabel.models.prepare import model_channels
 from plabel.trainer.loop import RoundPosition, TrainPlan, make_train_loader, train_round
