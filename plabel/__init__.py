@@ -1,3 +1,3 @@
 """plabel: semi-supervised learning with entropy-selected pseudo-labels, on Accelerate."""
 
-__version__ = "0.3.0"
+__version__ = "0.3.1"

@@ -10,6 +10,6 @@ for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manyl
     platforms+=(--platform "$p")
 done
 fetch() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${platforms[@]}" -d .whl "$@"; }
-fetch pydantic pydantic-core annotated-types typing-inspection
+fetch pydantic pydantic-core annotated-types typing-inspection typing-extensions
 fetch datasets dill multiprocess
 ls -1 .whl

@@ -34,7 +34,7 @@ def test_gpu_check_smoke_runs_every_stage_and_writes_results(tmp_path):
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert set(results["stages"]) == {"checks", "quickstart", "speed", "data", "select"}
+    assert set(results["stages"]) == {"checks", "select", "quickstart", "speed", "pool", "launch", "compile", "data"}
     assert all(stage["ok"] for stage in results["stages"].values())
     assert results["stages"]["select"]["identical"] is True
     text = (tmp_path / "out" / "results.md").read_text()

@@ -33,8 +33,10 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
+from plabel.bench.gpu_stages import markdown as more_markdown
+from plabel.bench.gpu_stages import stage_launch, stage_pool
 from plabel.config.args import SpellingsParser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,11 +118,11 @@ def _speed_case(cfg: argparse.Namespace, name: str, size: int, batch: int, preci
     options = LoaderOptions(num_workers=cfg.workers, persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda")
     spec = plain_spec(3, (size, size))
     transform = build_transform(3, spec, "none", train=False, resize=False)
-    source = _synthetic(max(2 * batch * steps, batch * 8), size, 3)
+    source = _synthetic(batch * 16, size, 3)
     half = batch // 2
     labeled = IndexedImages(source, torch.arange(0, len(source) // 2), transform)
     pseudo = IndexedImages(source, torch.arange(len(source) // 2, len(source)), transform)
-    pool = IndexedImages(source, torch.arange(min(len(source), batch * steps)), transform)
+    pool = IndexedImages(source, torch.arange(min(len(source), batch * 12)), transform)
 
     def fresh() -> torch.nn.Module:
         torch.manual_seed(0)
@@ -132,25 +134,41 @@ def _speed_case(cfg: argparse.Namespace, name: str, size: int, batch: int, preci
     plabel_model, plabel_opt = accelerator.prepare(plabel_model, make_optimizer(run_cfg, plabel_model))
     bare_opt = make_optimizer(run_cfg, bare_model)
     if compiled:
-        plabel_model, bare_model = torch.compile(plabel_model), torch.compile(bare_model)
+        backend = "aot_eager" if cfg.smoke else "inductor"  # smoke: the compile path without a C compiler's minutes
+        plabel_model, bare_model = torch.compile(plabel_model, backend=backend), torch.compile(bare_model, backend=backend)
     plan = TrainPlan(TrainConfig(epochs=1, steps_per_epoch=steps, batch_size=half, pseudo_batch_size=half, optimizer="sgd"),
                      PseudoConfig(alpha_schedule="constant"), seed=0, log_every=10**9,
                      options=LoaderOptions(options.num_workers, options.persistent_workers, options.pin_memory, True))
     rounds = iter(range(10**6))
-    bare_loader = DataLoader(labeled, batch_size=batch, shuffle=True, drop_last=True, **options.dataloader_kwargs())
+    # Draws with replacement: a piece's steps need not fit in the (small) synthetic set, as plabel's Repeated cycles it.
+    bare_loader = DataLoader(labeled, batch_size=batch, sampler=RandomSampler(labeled, True, steps * batch), drop_last=True,
+                             **options.dataloader_kwargs())
     autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    # Seconds from a piece's start to the end of its first step (on the host): a round's setup
+    # (loaders, workers) plus one step. The steady rate leaves it out, for both paths alike.
+    first: dict[str, list[float]] = {"bare": [], "plabel": []}
+
     def plabel_train(_: int) -> None:
-        train_round(accelerator, plabel_model, plabel_opt, labeled, pseudo, plan, RoundPosition(next(rounds)), lambda m, s: None)
+        started = time.perf_counter()
+        marks: list[float] = []
+
+        def after(position: Any, ended: bool) -> None:
+            if not marks:
+                marks.append(time.perf_counter() - started)
+
+        train_round(accelerator, plabel_model, plabel_opt, labeled, pseudo, plan, RoundPosition(next(rounds)), lambda m, s: None, after)
         sync()
+        first["plabel"].append(marks[0])
 
     def bare_train(_: int) -> None:
+        started = time.perf_counter()
         bare_model.train()
-        for _, (x, y, _) in zip(range(steps), bare_loader):
+        for step, (x, y, _) in zip(range(steps), bare_loader):
             x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
             with torch.autocast(**autocast):
@@ -158,6 +176,8 @@ def _speed_case(cfg: argparse.Namespace, name: str, size: int, batch: int, preci
             bare_opt.zero_grad(set_to_none=True)
             loss.backward()
             bare_opt.step()
+            if step == 0:
+                first["bare"].append(time.perf_counter() - started)
         sync()
 
     score_plan = ScorePlan(batch, options=LoaderOptions(options.num_workers, False, options.pin_memory, True))
@@ -183,29 +203,48 @@ def _speed_case(cfg: argparse.Namespace, name: str, size: int, batch: int, preci
         for fn in paths.values():
             fn(0)  # warm-up: kernels, allocator, compilation
         warm = time.perf_counter() - started
+        for marks in first.values():
+            marks.clear()
         times = interleaved(paths, list(range(pieces)), 1)
+        extra = ""
+        if what == "train":  # steady state: every step after the first (a round's setup is reported beside it)
+            setup = {k: statistics.median(v) for k, v in first.items()}
+            times = {k: [[t - f for t, f in zip(v[0], first[k])]] for k, v in times.items()}
+            images = (steps - 1) * batch
+            extra = f"; a round's setup + first step: bare {setup['bare']:.2f} s, plabel {setup['plabel']:.2f} s"
         ratio = statistics.median(paired_ratios(times["bare"], times["plabel"]))
         rate = {k: images / statistics.median(v[0]) for k, v in times.items()}
         result[what] = {"bare_images_s": round(rate["bare"], 1), "plabel_images_s": round(rate["plabel"], 1),
                         "ratio": round(ratio, 3), "warmup_s": round(warm, 1)}
+        if what == "train":
+            result[what].update(setup_bare_s=round(setup["bare"], 3), setup_plabel_s=round(setup["plabel"], 3), steps=steps)
         say(f"speed {name} {size}px {precision}{' compiled' if compiled else ''} {what}: bare {rate['bare']:.0f}, "
-            f"plabel {rate['plabel']:.0f} images/s, ratio {ratio:.3f} (warm-up {warm:.1f} s)")
+            f"plabel {rate['plabel']:.0f} images/s, ratio {ratio:.3f} (warm-up {warm:.1f} s){extra}")
     return result
 
 
-def stage_speed(cfg: argparse.Namespace, accelerator: Accelerator) -> dict[str, Any]:
+def stage_speed(cfg: argparse.Namespace, accelerator: Accelerator, compiled_only: bool = False) -> dict[str, Any]:
+    """fp32 and bf16 (stage ``speed``), or bf16 with torch.compile (stage ``compile``, run last: its
+    compilation is the slowest and least certain part of the check)."""
     if cfg.smoke:
-        cases = [("small_cnn", 28, 16, "no", False), ("small_cnn", 28, 16, "bf16", False)]
+        cases = [("small_cnn", 28, 16, "bf16", True)] if compiled_only else [("small_cnn", 28, 16, "no", False), ("small_cnn", 28, 16, "bf16", False)]
     else:
-        cases = [(m, s, b, p, c) for m, s, b in (("resnet18", 32, 512), ("timm/resnet50", 224, 128))
-                 for p, c in (("no", False), ("bf16", False), ("bf16", True))]
-    rows = []
+        kinds = (("bf16", True),) if compiled_only else (("no", False), ("bf16", False))
+        cases = [(m, s, b, p, c) for p, c in kinds for m, s, b in (("resnet18", 32, 512), ("timm/resnet50", 224, 128))]
+    rows: list[dict[str, Any]] = []
+    stage = "compile" if compiled_only else "speed"
     for name, size, batch, precision, compiled in cases:
+        left = cfg.deadline - time.perf_counter()
+        if left < (120 if compiled else 30) and not cfg.smoke:
+            say(f"speed {name} {precision} compile={compiled}: skipped, {left:.0f} s left of the check's budget")
+            rows.append({"model": name, "size": size, "precision": precision, "compile": compiled, "error": "skipped: out of time"})
+            continue
         try:
             rows.append(_speed_case(cfg, name, size, batch, precision, compiled))
         except Exception as e:  # one case failing (e.g. compile) must not cost the others
             say(f"speed {name} {precision} compile={compiled}: FAILED {type(e).__name__}: {e}")
             rows.append({"model": name, "size": size, "precision": precision, "compile": compiled, "error": f"{type(e).__name__}: {e}"})
+        cfg.partial(stage, {"ok": False, "partial": True, "cases": rows})  # kept if the check is stopped mid-stage
     return {"ok": all("error" not in r for r in rows), "cases": rows}
 
 
@@ -225,7 +264,7 @@ def stage_data(cfg: argparse.Namespace, accelerator: Accelerator) -> dict[str, A
     from plabel.data.transforms import plain_spec, source_transform
     from plabel.models.zoo import build_model
 
-    n = 2000 if cfg.smoke else 60_000
+    n = 2000 if cfg.smoke else 30_000
     path, built = build_pool_dataset(str(Path(cfg.out) / "pool-data"), n, 0, min(8, os.cpu_count() or 1))
     source = open_source(SourceConfig(source="hf", name=str(path)), "data.train")
     size = 32
@@ -248,13 +287,13 @@ def stage_data(cfg: argparse.Namespace, accelerator: Accelerator) -> dict[str, A
             torch.cuda.synchronize()
     gpu_rate = reps * batch / (time.perf_counter() - started)
     rows = []
-    for workers in ([0, 2] if cfg.smoke else [0, 2, 4, 8, 12, 16]):
+    for workers in ([0, 2] if cfg.smoke else [0, 4, 8, 16]):
         loader = DataLoader(pool, batch_size=batch, num_workers=workers, pin_memory=device.type == "cuda",
                             persistent_workers=False, prefetch_factor=4 if workers else None)
         started, seen = time.perf_counter(), 0
         for x, _, _ in loader:
             seen += len(x)
-            if seen >= min(n, 40_000):
+            if seen >= min(n, 4096 if workers == 0 else 30_000):
                 break
         rate = seen / (time.perf_counter() - started)
         rows.append({"workers": workers, "images_s": round(rate, 1), "share_of_gpu": round(rate / gpu_rate, 3)})
@@ -302,15 +341,60 @@ def stage_select(cfg: argparse.Namespace, accelerator: Accelerator) -> dict[str,
         accelerator, indices, scores, predictions, pool_size=n, percent=percent, num_classes=10, class_balanced=True), 1)
     say(f"select: n={n:.0e}: sort {sort_s:.3f} s, topk {topk_s:.3f} s, sharded select {select_s:.3f} s "
         f"({select_s / sort_s:.2f}x sort), identical to the stable sort: {identical}; class-balanced {balanced_s:.3f} s")
+    variants, profile = _select_variants(accelerator, indices, scores, predictions, n, percent, expected, timed)
     return {"ok": identical, "n": n, "device": device.type, "sort_s": round(sort_s, 4), "topk_s": round(topk_s, 4),
             "select_s": round(select_s, 4), "select_over_sort": round(select_s / sort_s, 3), "identical": identical,
-            "class_balanced_s": round(balanced_s, 4)}
+            "class_balanced_s": round(balanced_s, 4), "chunk_variants": variants, "profile": profile}
+
+
+def _select_variants(accelerator: Accelerator, indices: torch.Tensor, scores: torch.Tensor, predictions: torch.Tensor,
+                     n: int, percent: float, expected: torch.Tensor, timed: Callable[..., Any]) -> tuple[list[dict[str, Any]], str]:
+    """The sharded select with other sweep chunk sizes (how many samples one kernel launch covers on
+    a GPU), each checked identical; and the profiler's table of the shipped setting's kernels."""
+    import plabel.distributed.sharded_selection as sharded
+
+    shipped, rows = sharded.GPU_CHUNK, []
+    call = lambda balanced=False: sharded.select_pseudo_labels_sharded(  # noqa: E731
+        accelerator, indices, scores, predictions, pool_size=n, percent=percent, num_classes=10, class_balanced=balanced)
+    try:
+        for chunk in (1 << 22, 1 << 24, 1 << 26, 1 << 27):
+            sharded.GPU_CHUNK = chunk
+            seconds, (idx, _) = timed(call)
+            balanced_s, _ = timed(lambda: call(True), 2)
+            same = bool(torch.equal(idx, expected))
+            rows.append({"gpu_chunk": chunk, "select_s": round(seconds, 4), "class_balanced_s": round(balanced_s, 4), "identical": same})
+            say(f"select: GPU_CHUNK 2^{chunk.bit_length() - 1}: {seconds:.4f} s, class-balanced {balanced_s:.4f} s, identical {same}")
+    finally:
+        sharded.GPU_CHUNK = shipped
+    table = ""
+    try:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if indices.device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            call()
+            if indices.device.type == "cuda":
+                torch.cuda.synchronize()
+        sort_by = "cuda_time_total" if indices.device.type == "cuda" else "cpu_time_total"
+        table = prof.key_averages().table(sort_by=sort_by, row_limit=25)
+    except Exception as e:  # the profile is a diagnosis, never a reason to lose the stage
+        table = f"profiler failed: {type(e).__name__}: {e}"
+    return rows, table
 
 
 # ---------------------------------------------------------------------------------------------
 
 
-STAGES = {"checks": stage_checks, "quickstart": stage_quickstart, "speed": stage_speed, "data": stage_data, "select": stage_select}
+# In the order they run: what every later number relies on first, the slowest and least certain last.
+def stage_compile(cfg: argparse.Namespace, accelerator: Accelerator) -> dict[str, Any]:
+    return stage_speed(cfg, accelerator, compiled_only=True)
+
+
+# In the order they run: what every later number relies on first, the slowest and least certain last.
+STAGES = {"checks": stage_checks, "select": stage_select, "quickstart": stage_quickstart, "speed": stage_speed,
+          "pool": stage_pool, "launch": stage_launch, "compile": stage_compile, "data": stage_data}
+# Seconds a stage needs at least; with less left of --budget-s it is skipped (recorded as such).
+NEEDS = {"checks": 10, "select": 15, "quickstart": 60, "speed": 40, "pool": 45, "launch": 60, "compile": 150, "data": 40}
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -324,12 +408,12 @@ def markdown(results: dict[str, Any]) -> str:
     if "table" in q:
         lines += ["### Quick start on one GPU", "", f"`python train.py` (default config): {q['wall_s']} s wall time "
                   f"({q['run_wall_s']} s inside the run)", "", "```", q["table"], "```", ""]
-    s = r.get("speed", {})
-    if s.get("cases"):
+    cases = r.get("speed", {}).get("cases", []) + r.get("compile", {}).get("cases", [])
+    if cases:
         lines += ["### plabel's path against a bare loop", "",
                   "| model | size | batch | precision | compile | train bare img/s | train plabel img/s | × | score bare img/s | score plabel img/s | × |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for c in s["cases"]:
+        for c in cases:
             if "error" in c:
                 lines.append(f"| {c['model']} | {c['size']} | | {c['precision']} | {c['compile']} | {c['error']} | | | | | |")
                 continue
@@ -352,6 +436,7 @@ def markdown(results: dict[str, Any]) -> str:
                   f"| sharded radix select (global 20%) | {sel['select_s']} | {sel['select_over_sort']:.2f} |",
                   f"| sharded radix select (class-balanced, 10 classes) | {sel['class_balanced_s']} | {sel['class_balanced_s'] / sel['sort_s']:.2f} |",
                   "", f"Identical to the stable sort's lowest 20%: {sel['identical']}.", ""]
+    lines += more_markdown(r)
     failed = [name for name, st in r.items() if not st.get("ok")]
     lines.append("Stages not ok: " + (", ".join(failed) if failed else "none"))
     return "\n".join(lines) + "\n"
@@ -364,9 +449,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES), help="stages to run (default: all)")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers for the speed stage (default: 8 on GPU, 0 smoke)")
     parser.add_argument("--quickstart-timeout", type=float, default=300.0, help="seconds the quick start may take (default 300)")
+    parser.add_argument("--budget-s", type=float, default=0.0,
+                        help="seconds the whole check may take: stages and speed cases that no longer fit are skipped, "
+                             "saying so (default 0: no limit)")
     cfg = parser.parse_args(argv)
+    cfg.deadline = time.perf_counter() + (cfg.budget_s if cfg.budget_s > 0 else 10**9)
     cfg.workers = cfg.workers if cfg.workers is not None else (0 if cfg.smoke else 8)
-    cfg.speed_steps, cfg.speed_pieces = (2, 2) if cfg.smoke else (12, 5)
+    # 40 steps a piece: the steady rate over 39 steps, with a round's setup (about 0.4 s on the H200) apart
+    cfg.speed_steps, cfg.speed_pieces = (3, 2) if cfg.smoke else (40, 3)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     if not cfg.smoke and not torch.cuda.is_available():
         print("gpu_check: no CUDA device; use --smoke to run the stages on the CPU", file=sys.stderr)
@@ -378,16 +468,29 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python -m plabel.bench.gpu_check", *(argv if argv is not None else sys.argv[1:])]), "stages": {},
     }
     say(f"{device}, torch {torch.__version__}, stages {', '.join(cfg.stages)}, results in {cfg.out}")
-    for name in cfg.stages:
+
+    def write() -> None:
+        (Path(cfg.out) / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        (Path(cfg.out) / "results.md").write_text(markdown(results))
+
+    def partial(name: str, value: dict[str, Any]) -> None:
+        results["stages"][name] = value
+        write()
+
+    cfg.partial = partial
+    for name in [stage for stage in STAGES if stage in cfg.stages]:
         started = time.perf_counter()
+        if cfg.deadline - started < NEEDS[name] and not cfg.smoke:
+            say(f"{name}: skipped, {cfg.deadline - started:.0f} s left of the check's budget")
+            results["stages"][name] = {"ok": False, "skipped": "out of time"}
+            continue
         try:
             results["stages"][name] = STAGES[name](cfg, accelerator)
         except Exception as e:
             say(f"{name}: FAILED {type(e).__name__}: {e}")
             results["stages"][name] = {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
         results["stages"][name]["seconds"] = round(time.perf_counter() - started, 1)
-        (Path(cfg.out) / "results.json").write_text(json.dumps(results, indent=1, default=str))  # after every stage
-        (Path(cfg.out) / "results.md").write_text(markdown(results))
+        write()  # after every stage: a check stopped at its time limit keeps what it measured
     ok = all(stage.get("ok") for stage in results["stages"].values())
     say(f"done: {'all stages ok' if ok else 'some stages not ok'}; {cfg.out}/results.md")
     return 0 if ok else 1

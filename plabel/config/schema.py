@@ -136,8 +136,11 @@ class DataConfig:
         "largest image (width x height) decoded; larger files are unreadable (a decompression bomb, or a huge scan). "
         "None = PIL's limit (about 89 million pixels; PIL refuses twice that). Raise it for legitimate large scans",
     )
-    num_workers: int = _f(0, "DataLoader workers per process (0 = load in the training process)")
-    persistent_workers: bool = _f(False, "keep DataLoader workers alive between epochs (needs num_workers > 0)")
+    num_workers: Optional[int] = _f(
+        None, "DataLoader workers per process (0 = load in the training process); None = auto: on a GPU, "
+        "min(8, this node's CPUs per process - 1), on the CPU 0 (workers would take the cores the model computes on)")
+    persistent_workers: Optional[bool] = _f(
+        None, "keep DataLoader workers alive between epochs (needs num_workers > 0); None = on when there are workers")
     pin_memory: Optional[bool] = _f(None, "pin host memory for faster copies to the GPU; None = on when CUDA is used")
 
     def validate(self) -> None:
@@ -156,7 +159,8 @@ class DataConfig:
             raise ConfigError("data.test_holdout: must be >= 1 when data.test.source is holdout")
         if self.pool_limit is not None:
             _positive("data.pool_limit", self.pool_limit)
-        _non_negative("data.num_workers", self.num_workers)
+        if self.num_workers is not None:
+            _non_negative("data.num_workers", self.num_workers)
         if self.max_image_pixels is not None:
             _positive("data.max_image_pixels", self.max_image_pixels)
         if self.persistent_workers and self.num_workers == 0:

@@ -74,14 +74,16 @@ def select_pseudo_labels(
     ``of_eligible``: N (and n_c) count only the samples that can be picked (a finite score) or
     were picked before: k% of what a junk guard lets through, not of the whole pool.
     """
-    pool_size = scores.numel()
+    pool_size, device = scores.numel(), scores.device
     labels_now = predictions.clone()
-    frozen = torch.zeros(pool_size, dtype=torch.bool)
-    if previous is not None and len(previous):
-        frozen[previous.indices] = True
-        labels_now[previous.indices] = previous.labels
-    counted = (torch.isfinite(scores) | frozen) if of_eligible else torch.ones(pool_size, dtype=torch.bool)
-    chosen = [previous.indices] if previous is not None and len(previous) else []
+    # Masks live where the scores do (a GPU reference run must not mix devices).
+    frozen = torch.zeros(pool_size, dtype=torch.bool, device=device)
+    before = previous.indices.to(device) if previous is not None and len(previous) else None
+    if previous is not None and before is not None:
+        frozen[before] = True
+        labels_now[before] = previous.labels.to(device)
+    counted = (torch.isfinite(scores) | frozen) if of_eligible else torch.ones(pool_size, dtype=torch.bool, device=device)
+    chosen = [before] if before is not None else []
     if class_balanced:
         for c in range(num_classes):
             in_class = labels_now == c

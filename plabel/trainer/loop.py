@@ -44,7 +44,12 @@ def seed_step(seed: int, position: RoundPosition) -> None:
     draw the global batch's mask everywhere (``plabel.distributed.global_batch``).
     """
     key = (((seed * 1_000 + position.round_index) * 10_000 + position.epoch) * 100_000 + position.step_in_epoch) * 1_024
-    torch.manual_seed(key % (2**63 - 1))
+    # What torch.manual_seed seeds, without its per-call cost: for a backend not yet started (CUDA
+    # on a CPU run; XPU and MTIA everywhere) it queues the seeding with a formatted stack trace,
+    # three of them a step. Draws here come from the CPU generator and, on a GPU, CUDA's.
+    torch.default_generator.manual_seed(key % (2**63 - 1))
+    if torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(key % (2**63 - 1))
 
 
 class GlobalBatchSampler(Sampler[list[int]]):

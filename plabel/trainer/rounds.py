@@ -106,6 +106,9 @@ class RoundRunner:
         )
 
         self.options = loader_options(cfg, accelerator)
+        if cfg.data.num_workers is None and self.options.num_workers:  # the auto default chose workers: say so
+            print_once(accelerator, f"loading: {self.options.num_workers} DataLoader workers per process, persistent "
+                       "(data.num_workers unset: auto on a GPU; --data.num_workers 0 loads in the training process)")
         self.plan = TrainPlan(cfg.train, cfg.pseudo, cfg.seed, cfg.tracking.log_every, self.options)
         self.score_plan = ScorePlan.from_config(cfg, self.options)
         model = prepared.model  # identical initial weights on every process (seeded in prepare_model)
