@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil  # accelerate's dependency
+import torch
 
 from plabel.bench.processes import free_port, run_processes
 
@@ -94,4 +95,21 @@ def communicate_or_dump(proc: subprocess.Popen, timeout: float, dump_wait: float
         raise AssertionError(f"timed out after {timeout} s; processes:\n{listing}\noutput (with stacks):\n{(out or '')[-12000:]}") from None
 
 
-__all__ = ["ROOT", "TINY", "TINY_CONFIG", "communicate_or_dump", "free_port", "launch_command", "run_processes", "run_train", "subprocess_env", "tiny"]
+class Float64(torch.nn.Module):
+    """``model`` in float64, its inputs cast on the way in.
+
+    Cross-process equivalence checks train in float64: N processes sum a gradient or a BatchNorm
+    statistic in another order than one process does, and which order (and which kernel) oneDNN
+    uses depends on the CPU. In float32 that moved small conv gradients by ~1e-3 relative, more on
+    some CPUs than others; in float64 it is ~1e-13, so the checks can be tight on any x86 CPU.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.double())
+
+
+__all__ = ["Float64", "ROOT", "TINY", "TINY_CONFIG", "communicate_or_dump", "free_port", "launch_command", "run_processes", "run_train", "subprocess_env", "tiny"]

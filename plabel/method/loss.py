@@ -26,12 +26,23 @@ def combined_loss(
     Targets are class indices, or (batch, classes) probabilities (soft pseudo-labels).
     """
     smooth = label_smoothing
-    loss_labeled = _weighted(F.cross_entropy(logits_labeled.float(), targets_labeled, label_smoothing=smooth), share_labeled)
+    loss_labeled = _weighted(F.cross_entropy(_at_least_fp32(logits_labeled), targets_labeled, label_smoothing=smooth), share_labeled)
     if logits_pseudo is None or targets_pseudo is None or logits_pseudo.shape[0] == 0:
         loss_pseudo = torch.zeros((), device=logits_labeled.device)
     else:
-        loss_pseudo = _weighted(F.cross_entropy(logits_pseudo.float(), targets_pseudo, label_smoothing=smooth), share_pseudo)
+        logits_pseudo = _at_least_fp32(logits_pseudo)
+        loss_pseudo = _weighted(F.cross_entropy(logits_pseudo, _like(targets_pseudo, logits_pseudo), label_smoothing=smooth), share_pseudo)
     return loss_labeled + alpha * loss_pseudo, loss_labeled, loss_pseudo
+
+
+def _at_least_fp32(logits: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits are upcast for the loss; float64 ones (the tests' float64 checks) stay."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
+def _like(targets: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Soft targets (probabilities) in the logits' dtype; class indices as they are."""
+    return targets.to(logits.dtype) if targets.is_floating_point() else targets
 
 
 def _weighted(mean: torch.Tensor, share: float) -> torch.Tensor:
@@ -58,9 +69,9 @@ def mixed_loss(
     one process give that process's share of the global batch's loss, and ``lam`` = 1 gives
     :func:`combined_loss` exactly. Returns (total, labeled term, pseudo term).
     """
-    logits = logits.float()
-    own = F.cross_entropy(logits, targets, reduction="none", label_smoothing=label_smoothing)
-    other = F.cross_entropy(logits, partner_targets, reduction="none", label_smoothing=label_smoothing)
+    logits = _at_least_fp32(logits)
+    own = F.cross_entropy(logits, _like(targets, logits), reduction="none", label_smoothing=label_smoothing)
+    other = F.cross_entropy(logits, _like(partner_targets, logits), reduction="none", label_smoothing=label_smoothing)
 
     def term(pseudo: bool, n: int) -> torch.Tensor:
         if n == 0:
