@@ -124,12 +124,19 @@ class DataConfig:
         "kinds of junk, in turn: gaussian/uniform noise, blank/saturated images, shuffled (a digit's pixels "
         "permuted), letters (another domain), shapes (geometric), fragments (a zoomed-in piece of a digit)",
     )
-    augment: Literal["none", "light", "strong", "elastic", "randaugment", "trivialaugment"] = _f(
+    augment: Literal["none", "light", "affine", "strong", "elastic", "randaugment", "trivialaugment"] = _f(
         "light",
         "training augmentation: none; light = small affine (grey images, e.g. digits) / crop + flip (colour: padded "
-        "random crop up to 64 px, random-resized crop above); strong: larger moves (colour jitter) and cutout; "
+        "random crop up to 64 px, random-resized crop above); affine = light's small affine moves for colour images "
+        "too (shifts and turns, no crop); strong: larger moves (colour jitter) and cutout; "
         "elastic: strong + an elastic distortion (digits; about 3x strong's CPU time per image); randaugment / "
         "trivialaugment: light's moves + torchvision's policy + cutout",
+    )
+    flip: Optional[bool] = _f(
+        None,
+        "horizontal flips in colour images' augmentation (every data.augment and pseudo.augment level but none); "
+        "None = on (the CIFAR recipe); false for data whose mirror image is another class or none (text, digits, "
+        "arrows). Grey images are never flipped",
     )
     max_image_pixels: Optional[int] = _f(
         None,
@@ -345,7 +352,7 @@ class PseudoConfig:
         "(KNN out-of-distribution score); k% is then taken of what it lets through",
     )
     guard_quantile: float = _f(0.05, "knn guard: the share of the labeled samples' own nearest-neighbour similarities and distances beyond the thresholds")
-    augment: Literal["same", "strong", "elastic", "randaugment", "trivialaugment"] = _f(
+    augment: Literal["same", "light", "affine", "strong", "elastic", "randaugment", "trivialaugment"] = _f(
         "strong",
         "augmentation of the pseudo-labeled batch: same as the labeled batch, or a data.augment level (FixMatch / "
         "Noisy Student: the pseudo-label comes from the clean view, the loss from a strongly augmented one; "
@@ -398,7 +405,8 @@ class PseudoConfig:
         if self.score == "disagreement" and self.score_views < 2:
             raise ConfigError("pseudo.score: disagreement needs pseudo.score_views >= 2 (views to disagree)")
         ks = self.top_k_percent if isinstance(self.top_k_percent, list) else [self.top_k_percent]
-        if isinstance(self.top_k_percent, list) and len(ks) != self.rounds:
+        # rounds 0 is the supervised baseline alone: no k is used, so the default list is no error.
+        if isinstance(self.top_k_percent, list) and len(ks) != self.rounds and self.rounds > 0:
             raise ConfigError(
                 f"pseudo.top_k_percent: has {len(ks)} values but pseudo.rounds is {self.rounds}; give one per round or a single number"
             )

@@ -82,14 +82,15 @@ class RoundRunner:
         )
 
         spec, train_source = prepared.spec, splits.train_source
-        self.train_tf = source_transform(train_source, spec, cfg.data.augment, train=True)
+        flip = cfg.data.flip if cfg.data.flip is not None else True
+        self.train_tf = source_transform(train_source, spec, cfg.data.augment, train=True, flip=flip)
         eval_tf = source_transform(train_source, spec, cfg.data.augment, train=False)
         test_tf = source_transform(splits.test_source, spec, cfg.data.augment, train=False)
         self.labeled = IndexedImages(train_source, splits.labeled_source_indices, self.train_tf)
         # Pseudo-labels come from the clean view (the pool's eval transform); with pseudo.augment
         # strong the loss sees a strongly augmented view of the same sample (FixMatch, Noisy Student).
         self.pseudo_tf = (
-            source_transform(train_source, spec, cfg.pseudo.augment, train=True) if cfg.pseudo.augment != "same" else self.train_tf
+            source_transform(train_source, spec, cfg.pseudo.augment, train=True, flip=flip) if cfg.pseudo.augment != "same" else self.train_tf
         )
         self.labeled_views = LabeledViews(IndexedImages(train_source, splits.labeled_source_indices, eval_tf), self.labeled)
         self.pool = IndexedImages(train_source, splits.pool_source_indices, eval_tf, skip_unreadable=True)

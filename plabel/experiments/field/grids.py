@@ -1,0 +1,91 @@
+"""The field set's sweep grids, written from one place so every grid names its data the same way.
+
+    python -m plabel.experiments.field.grids          # (re)writes configs/sweeps/field-*.yaml
+
+Rows are ``<set>-<budget>-<variant>``: a set of the field set (``plabel.experiments.field.build``)
+or the embedded ``mnist``, a label budget (labeled images per class), and a variant (overrides).
+Run a grid from the repository root, one torch thread per run, two runs at a time:
+
+    plabel sweep configs/sweeps/field-aug0.yaml --jobs 2 --out results/field/aug0
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+
+from plabel.config.args import SpellingsParser
+
+FIELD = ("letters", "shapes", "textures", "house", "colour_digits")
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def data(name: str, budget: int) -> dict[str, Any]:
+    """The overrides that point a run at one set and budget."""
+    if name == "mnist":  # benchmark mode: the embedded digits, the rest of them the pool, 1,000 held out
+        return {"data.labeled_per_class": budget}
+    base = f"data/field/{name}"
+    return {"data.train.source": "hf", "data.train.name": f"{base}/labeled-{budget}",
+            "data.unlabeled.source": "folder", "data.unlabeled.root": f"{base}/unlabeled",
+            "data.test.source": "hf", "data.test.name": f"{base}/test", "data.audit": f"{base}/truth.csv"}
+
+
+# Round 0 alone (the supervised baseline): which augmentation a set's labeled images want.
+AUG0 = {
+    "none": {"data.augment": "none"},
+    "light": {"data.augment": "light"},  # colour: padded crop + flip (the 0.3 default)
+    "light_noflip": {"data.augment": "light", "data.flip": False},
+    "affine": {"data.augment": "affine", "data.flip": False},
+    "affine_flip": {"data.augment": "affine", "data.flip": True},
+}
+
+
+def rows(sets: Sequence[str], budgets: Sequence[int], variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for name in sets:
+        for budget in budgets:
+            for variant, overrides in variants.items():
+                out.append({"name": f"{name}-{budget}-{variant}", "description": f"{name}, {budget} labeled per class: {variant}",
+                            "overrides": {**data(name, budget), **overrides}})
+    return out
+
+
+def grid(name: str, comment: str, grid_rows: list[dict[str, Any]], seeds: Sequence[int], options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    return {"_comment": comment, "name": name, "base": "../default.yaml",
+            "options": {"tracking.mode": "disabled", "train.cpu_threads": 1, **(options or {})},
+            "seeds": list(seeds), "rows": grid_rows}
+
+
+GRIDS = {
+    "field-aug0": lambda: grid(
+        "field-aug0", "Round 0 only: the augmentation each field set's labeled images want (issue 32).",
+        rows(FIELD, (10, 30), AUG0), (0, 1, 2), {"pseudo.rounds": 0}),
+}
+
+
+def write(names: Sequence[str]) -> list[Path]:
+    written = []
+    for name in names:
+        spec = GRIDS[name]()
+        comment = spec.pop("_comment")
+        path = ROOT / "configs" / "sweeps" / f"{name}.yaml"
+        header = (f"# {comment}\n# Written by python -m plabel.experiments.field.grids (edit that, not this file).\n"
+                  f"# plabel sweep configs/sweeps/{name}.yaml --jobs 2 --out results/field/{name[len('field-'):]}\n")
+        path.write_text(header + yaml.safe_dump(spec, sort_keys=False, width=200))
+        written.append(path)
+    return written
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = SpellingsParser(prog="python -m plabel.experiments.field.grids", description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", default=list(GRIDS), help=f"grids to write (default: all of {', '.join(GRIDS)})")
+    args = parser.parse_args(argv)
+    for path in write(args.names):
+        print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
