@@ -102,6 +102,12 @@ class DataConfig:
         "with data.unlabeled: a CSV of hand-checked pool images (columns path, label; path as the pseudo-label CSVs "
         "name them, label a class name or id): pseudo-label precision is measured on them (unknown without it)",
     )
+    pool_overlap: Literal["drop", "refuse"] = _f(
+        "drop",
+        "pool images that are also labeled or test images (the same file, or the same bytes): drop = leave them out "
+        "of the pool, saying how many; refuse = stop before training. A test image that is also a labeled one is "
+        "always refused",
+    )
     test_holdout: int = _f(1000, "samples held out of the training source (stratified) when test.source=holdout")
     labeled_per_class: int = _f(
         10,

@@ -14,7 +14,7 @@ reads the pseudo-labels given to :class:`IndexedImages`, never the pool's labels
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -37,6 +37,7 @@ class Splits:
     pool_source_indices: torch.Tensor  # (pool_size,) indices into train_source, ascending
     test_source_indices: torch.Tensor  # (n_test,) indices into test_source
     num_classes: int
+    notes: list[str] = field(default_factory=list)  # what the split found and did (printed once, at the start)
 
     @property
     def class_names(self) -> list[str]:
@@ -93,6 +94,7 @@ def make_splits(cfg: DataConfig, seed: int, pool_index: PathIndex | None = None)
         test = open_source(cfg.test, "data.test")
         test_indices = torch.arange(len(test))
         _align_test_classes(test, train)
+        _refuse_test_in_labeled(train, test)
         if test.channels != train.channels:
             kinds = {1: "grey", 3: "colour"}
             raise ConfigError(
@@ -177,6 +179,9 @@ def _own_data_splits(cfg: DataConfig, seed: int, pool_index: PathIndex | None) -
         raise ConfigError(f"data.train: class {empty[0]!r} has no labeled sample left for training; add samples or lower data.test_holdout")
     labeled_indices = torch.nonzero(available).flatten()
     pool_indices = torch.arange(n, n + len(pool_source))
+    notes = _refuse_test_in_labeled(labeled_source, test) if test is not train else []
+    pool_indices, note = _without_known_images(cfg, pool_source, labeled_source, None if test is train else test, pool_indices, n)
+    notes += [note] if note else []
     if cfg.pool_limit is not None and pool_indices.numel() > cfg.pool_limit:
         keep = torch.randperm(pool_indices.numel(), generator=generator)[: cfg.pool_limit]
         pool_indices = torch.sort(pool_indices[keep]).values
@@ -189,8 +194,43 @@ def _own_data_splits(cfg: DataConfig, seed: int, pool_index: PathIndex | None) -
         base_size = len(train)
         junked = JunkedSource(train, count, cfg.junk_kinds, seed)
         pool_indices = torch.cat([pool_indices, torch.arange(base_size, base_size + count)])
-        return Splits(junked, junked if test is train else test, labeled_indices, pool_indices, test_indices, num_classes)
-    return Splits(train, test, labeled_indices, pool_indices, test_indices, num_classes)
+        return Splits(junked, junked if test is train else test, labeled_indices, pool_indices, test_indices, num_classes, notes)
+    return Splits(train, test, labeled_indices, pool_indices, test_indices, num_classes, notes)
+
+
+def _refuse_test_in_labeled(labeled: ImageSource, test: ImageSource) -> list[str]:
+    """A test set that holds labeled training images measures nothing: refused, naming them."""
+    from plabel.data.overlap import Known, file_refs, find_overlap
+
+    found = find_overlap(file_refs(test), Known.of({"labeled": file_refs(labeled)}), test.describe)
+    if found:
+        raise ConfigError(
+            f"data.test: {len(found.positions)} of its {len(test)} images are also labeled training images "
+            f"({len(found.positions) - found.by_bytes} the same file, {found.by_bytes} the same bytes; e.g. {found.example}); "
+            "remove them from the test set or from data.train"
+        )
+    return []
+
+
+def _without_known_images(
+    cfg: DataConfig, pool: ImageSource, labeled: ImageSource, test: ImageSource | None, pool_indices: torch.Tensor, offset: int
+) -> tuple[torch.Tensor, str | None]:
+    """The pool less its images that are labeled or test images (or a refusal, with data.pool_overlap refuse)."""
+    from plabel.data.overlap import Known, file_refs, find_overlap, pool_overlap_line
+
+    roles = {"labeled": file_refs(labeled)}
+    if test is not None:
+        roles["test"] = file_refs(test)
+    found = find_overlap(file_refs(pool), Known.of(roles), pool.describe)
+    if not found:
+        return pool_indices, None
+    if cfg.pool_overlap == "refuse":
+        raise ConfigError(pool_overlap_line(found, len(pool), "point data.unlabeled at a folder without them, "
+                                            "or set data.pool_overlap drop to leave them out"))
+    keep = torch.ones(len(pool), dtype=torch.bool)
+    keep[found.positions] = False
+    kept = pool_indices[keep[pool_indices - offset]]
+    return kept, "note: " + pool_overlap_line(found, len(pool), "left out of the pool (data.pool_overlap refuse stops instead)")
 
 
 def _align_test_classes(test: ImageSource, train: ImageSource) -> None:
