@@ -114,6 +114,12 @@ class DataConfig:
         "benchmark mode (no data.unlabeled): labeled samples drawn per class (seeded, stratified); the rest form the "
         "pool. Not used with data.unlabeled, where every sample of data.train is labeled",
     )
+    val_per_class: Optional[int] = _f(
+        None,
+        "labeled images per class held out of training to validate every round (its accuracy, the best round's "
+        "weights) and to calibrate the pseudo-label precision estimate; None = auto: a fifth of each class "
+        "(rounded) when every class has at least 5, else none; 0 = none (train on every labeled image)",
+    )
     pool_limit: Optional[int] = _f(None, "cap on the unlabeled pool size (None = all remaining samples)")
     image_size: Optional[Union[int, list[int]]] = _f(
         None,
@@ -174,6 +180,8 @@ class DataConfig:
             _positive("data.pool_limit", self.pool_limit)
         if self.num_workers is not None:
             _non_negative("data.num_workers", self.num_workers)
+        if self.val_per_class is not None:
+            _non_negative("data.val_per_class", self.val_per_class)
         if self.max_image_pixels is not None:
             _positive("data.max_image_pixels", self.max_image_pixels)
         if self.persistent_workers and self.num_workers == 0:

@@ -38,6 +38,8 @@ class Splits:
     test_source_indices: torch.Tensor  # (n_test,) indices into test_source
     num_classes: int
     notes: list[str] = field(default_factory=list)  # what the split found and did (printed once, at the start)
+    # Labeled images held out of training to validate rounds (indices into train_source; see data.val_per_class)
+    val_source_indices: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
 
     @property
     def class_names(self) -> list[str]:
@@ -137,7 +139,8 @@ def make_splits(cfg: DataConfig, seed: int, pool_index: PathIndex | None = None)
         pool_indices = torch.cat([pool_indices, torch.arange(base_size, base_size + count)])
         if cfg.test.source == "holdout":
             test = train  # the same images; the held-out indices are all below base_size
-    return Splits(train, test, labeled_indices, pool_indices, test_indices, num_classes)
+    labeled_indices, val_indices, note = hold_out_validation(train.labels, labeled_indices, num_classes, cfg.val_per_class, seed)
+    return Splits(train, test, labeled_indices, pool_indices, test_indices, num_classes, [note], val_indices)
 
 
 def set_pixel_limit(limit: int | None) -> None:
@@ -178,8 +181,10 @@ def _own_data_splits(cfg: DataConfig, seed: int, pool_index: PathIndex | None) -
     if empty:
         raise ConfigError(f"data.train: class {empty[0]!r} has no labeled sample left for training; add samples or lower data.test_holdout")
     labeled_indices = torch.nonzero(available).flatten()
+    labeled_indices, val_indices, val_note = hold_out_validation(labeled_source.labels, labeled_indices, num_classes, cfg.val_per_class, seed)
     pool_indices = torch.arange(n, n + len(pool_source))
     notes = _refuse_test_in_labeled(labeled_source, test) if test is not train else []
+    notes.append(val_note)
     pool_indices, note = _without_known_images(cfg, pool_source, labeled_source, None if test is train else test, pool_indices, n)
     notes += [note] if note else []
     if cfg.pool_limit is not None and pool_indices.numel() > cfg.pool_limit:
@@ -194,8 +199,46 @@ def _own_data_splits(cfg: DataConfig, seed: int, pool_index: PathIndex | None) -
         base_size = len(train)
         junked = JunkedSource(train, count, cfg.junk_kinds, seed)
         pool_indices = torch.cat([pool_indices, torch.arange(base_size, base_size + count)])
-        return Splits(junked, junked if test is train else test, labeled_indices, pool_indices, test_indices, num_classes, notes)
-    return Splits(train, test, labeled_indices, pool_indices, test_indices, num_classes, notes)
+        return Splits(junked, junked if test is train else test, labeled_indices, pool_indices, test_indices, num_classes, notes,
+                      val_indices)
+    return Splits(train, test, labeled_indices, pool_indices, test_indices, num_classes, notes, val_indices)
+
+
+AUTO_VAL_SHARE, AUTO_VAL_MIN_PER_CLASS = 0.2, 5
+
+
+def hold_out_validation(
+    labels: torch.Tensor, labeled: torch.Tensor, num_classes: int, per_class: int | None, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(training indices, validation indices, the line that says so) from the labeled ``labeled``.
+
+    ``per_class`` None is auto: a fifth of each class (rounded, at least one) when every class has
+    at least 5 labeled images, else none. Drawn with its own seeded generator, so the labeled/pool
+    split is the same with or without validation."""
+    counts = torch.bincount(labels[labeled], minlength=num_classes)
+    smallest = int(counts.min()) if num_classes else 0
+    if per_class is None:
+        quota = {c: max(1, round(AUTO_VAL_SHARE * int(counts[c]))) for c in range(num_classes)} if smallest >= AUTO_VAL_MIN_PER_CLASS else {}
+    else:
+        if per_class and per_class >= smallest:
+            raise ConfigError(f"data.val_per_class: {per_class} would leave no labeled image to train on in a class "
+                              f"of {smallest}; lower it (0 = no validation)")
+        quota = {c: per_class for c in range(num_classes)} if per_class else {}
+    if not quota:
+        why = (f"the smallest class has {smallest} labeled images, too few to spare" if per_class is None
+               else "data.val_per_class 0")
+        return labeled, labeled[:0], (f"validation: none ({why}): no validation accuracy, best round or precision estimate; "
+                                      "data.val_per_class N holds N per class out")
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + 17)
+    mask = torch.full_like(labels, -1)
+    mask[labeled] = labels[labeled]
+    val = torch.sort(_stratified_take(mask, quota, generator)).values
+    keep = torch.ones(labels.numel(), dtype=torch.bool)
+    keep[val] = False
+    train = labeled[keep[labeled]]
+    auto = " (auto: a fifth of each class; data.val_per_class sets it, 0 trains on all)" if per_class is None else ""
+    return train, val, (f"validation: {val.numel()} labeled images held out of training ({train.numel()} left) to validate "
+                        f"rounds and calibrate the precision estimate{auto}")
 
 
 def _refuse_test_in_labeled(labeled: ImageSource, test: ImageSource) -> list[str]:

@@ -144,6 +144,7 @@ class RunState:
     unreadable_pool: list[int] = field(default_factory=list)  # pool positions whose image could not be decoded
     num_processes: int = 1
     config: dict[str, Any] = field(default_factory=dict)
+    best: dict[str, Any] = field(default_factory=dict)  # the best round by validation so far (validation.Best)
 
 
 class Checkpointer:

@@ -29,16 +29,24 @@ class RoundResult:
     top_k_percent: Optional[float] = None
     junk_share: Optional[float] = None  # of the selection, when the pool holds junk (data.junk_share)
     precision_real: Optional[float] = None  # pseudo-label precision on the real (non-junk) samples selected
+    val_accuracy: Optional[float] = None  # on the held-out labeled images (data.val_per_class)
+    precision_estimate: Optional[float] = None  # the selection's precision as estimated without pool labels
 
 
-def format_table(rows: Sequence[dict[str, Any]], junk: Optional[bool] = None) -> str:
+def format_table(rows: Sequence[dict[str, Any]], junk: Optional[bool] = None, validation: Optional[bool] = None) -> str:
     """The per-round table; a ``junk`` column (share of the selection) when the pool holds junk
-    (``junk``; by default, when a row has a junk share: round 0 alone has none)."""
+    (``junk``; by default, when a row has a junk share: round 0 alone has none); ``estimate`` (the
+    selection's precision estimated without pool labels) and ``val_acc`` columns when the run
+    validates (``validation``; by default, when a row has a validation accuracy)."""
     if junk is None:
         junk = any(r.get("junk_share") is not None for r in rows)
+    if validation is None:
+        validation = any(r.get("val_accuracy") is not None for r in rows)
     lines = [
-        "round | k%   | labeled | pseudo | precision | " + ("junk   | " if junk else "") + "test_acc",
-        "------|------|---------|--------|-----------|-" + ("-------|-" if junk else "") + "--------",
+        "round | k%   | labeled | pseudo | precision | " + ("estimate | " if validation else "") + ("junk   | " if junk else "")
+        + ("val_acc | " if validation else "") + "test_acc",
+        "------|------|---------|--------|-----------|-" + ("---------|-" if validation else "") + ("-------|-" if junk else "")
+        + ("--------|-" if validation else "") + "--------",
     ]
     for r in rows:
         k = "-" if r["top_k_percent"] is None else f"{r['top_k_percent']:g}"
@@ -49,9 +57,14 @@ def format_table(rows: Sequence[dict[str, Any]], junk: Optional[bool] = None) ->
         if junk:
             share = r.get("junk_share")
             junk_cell = ("-" if share is None else f"{100 * share:.2f}%").rjust(6) + " | "
+        estimate_cell = val_cell = ""
+        if validation:
+            e, v = r.get("precision_estimate"), r.get("val_accuracy")
+            estimate_cell = ("-" if e is None else f"{100 * e:.2f}%").rjust(8) + " | "
+            val_cell = ("-" if v is None else f"{100 * v:.2f}%").rjust(7) + " | "
         lines.append(
-            f"{r['round_index']:5d} | {k:>4} | {r['labeled']:7d} | {r['pseudo_labeled']:6d} | {prec:>9} | {junk_cell}"
-            f"{100 * r['test_accuracy']:.2f}%"
+            f"{r['round_index']:5d} | {k:>4} | {r['labeled']:7d} | {r['pseudo_labeled']:6d} | {prec:>9} | {estimate_cell}{junk_cell}"
+            f"{val_cell}{100 * r['test_accuracy']:.2f}%"
         )
     return "\n".join(lines)
 

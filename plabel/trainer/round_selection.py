@@ -119,12 +119,19 @@ class Guard:
 
 def prepare_plan(
     accelerator: Accelerator, model: torch.nn.Module, labeled: Optional[LabeledViews], request: SelectionRequest,
-    plan: ScorePlan,
+    plan: ScorePlan, validation: Optional[Dataset] = None,
 ) -> tuple[ScorePlan, Guard, dict[str, float]]:
     """The pool's scoring plan for this request: a fitted temperature, the guard's reference
-    features; returns (plan, guard, metrics). Every process computes the same (the labeled set
+    features, and (with validation images) the temperature that calibrates the precision
+    estimate; returns (plan, guard, metrics). Every process computes the same (the labeled set
     is small, its augmentation seeded by the round)."""
     metrics: dict[str, float] = {}
+    if validation is not None and len(validation):  # type: ignore[arg-type]
+        from plabel.trainer.validation import confidence_temperature
+
+        t = confidence_temperature(accelerator, model, validation, plan, request.num_classes)
+        plan = replace(plan, confidence_temperature=t)
+        metrics["select/confidence_temperature"] = t
     if labeled is None or (not request.calibrate and request.guard == "none"):
         return plan, Guard(), metrics
     bare = accelerator.unwrap_model(model)
@@ -159,6 +166,7 @@ def select_for_round(
     plan: ScorePlan = ScorePlan(),
     labeled: Optional[LabeledViews] = None,
     last: Optional[Selection] = None,
+    validation: Optional[Dataset] = None,
 ) -> RoundSelection:
     """Score the pool and pick this round's pseudo-labels, identically on every process.
 
@@ -167,11 +175,12 @@ def select_for_round(
     is then measured on the known part only (an audit), and is NaN ("unknown") without one.
     Statistics are always reported on entropy, whatever ranking picks the samples. ``labeled`` is
     needed by calibration and the guard; ``last`` (the previous round's selection) gives the
-    agreement between rounds.
+    agreement between rounds. ``validation`` (held-out labeled images) calibrates the selection's
+    precision estimate (``select/precision_estimate``), which needs no pool label.
     """
     r = request
     pool_size = len(pool)  # type: ignore[arg-type]
-    plan, guard, extra = prepare_plan(accelerator, model, labeled, r, plan)
+    plan, guard, extra = prepare_plan(accelerator, model, labeled, r, plan, validation)
     index, columns = score_shard(accelerator, model, pool, plan)
     fault_point(f"scored:{r.round_index}", accelerator)
     start, stop = (int(index[0]), int(index[-1]) + 1) if index.numel() else (0, 0)
@@ -211,11 +220,12 @@ def select_for_round(
                 float(entropy[chosen & finite].double().sum()), float((chosen & finite).sum()),
                 float(entropy[~chosen & finite].double().sum()), float((~chosen & finite).sum()),
                 float((columns["prediction"] == columns["label"]).sum()),
+                float(columns["confidence"][chosen & finite].double().sum()) if "confidence" in columns else 0.0,
             ],
             dtype=torch.float64,
         ),
     )
-    nonfinite, unreadable_count, guarded_count, guarded_junk, sel_sum, sel_n, rest_sum, rest_n, pool_correct = totals.tolist()
+    nonfinite, unreadable_count, guarded_count, guarded_junk, sel_sum, sel_n, rest_sum, rest_n, pool_correct, conf_sum = totals.tolist()
     pool_known = not bool((pool_labels == UNLABELED).any())
     local_max = entropy[chosen & finite].max() if bool((chosen & finite).any()) else torch.tensor(-math.inf)
     selected_max = float(max_across_processes(accelerator, local_max.reshape(1).float())[0])
@@ -249,6 +259,8 @@ def select_for_round(
         "select/pool_prediction_accuracy": pool_correct / max(1, pool_size) if pool_known else math.nan,
         "select/top_k_percent": r.percent,
     }
+    if "confidence" in columns:  # the mean calibrated top probability of the selected: their expected precision
+        metrics["select/precision_estimate"] = conf_sum / sel_n if sel_n else math.nan
     if r.guard != "none":
         metrics["select/guarded"] = guarded_count
     if not pool_known:  # a user's own pool: what can be measured without its labels

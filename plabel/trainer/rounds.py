@@ -38,6 +38,7 @@ from plabel.trainer.scoring_cache import ScoreCache
 from plabel.trainer.scoring_pass import ScorePlan, accuracy, score_dataset
 from plabel.trainer.setup import loader_options, make_optimizer, reset_optimizer, run_facts
 from plabel.trainer.tracking import Replay, start_trackers, truncate_metrics
+from plabel.trainer.validation import Best, after_round, best_line, validation_accuracy
 
 
 def _finite_or_none(value: Optional[float]) -> Optional[float]:
@@ -95,6 +96,8 @@ class RoundRunner:
         self.labeled_views = LabeledViews(IndexedImages(train_source, splits.labeled_source_indices, eval_tf), self.labeled)
         self.pool = IndexedImages(train_source, splits.pool_source_indices, eval_tf, skip_unreadable=True)
         self.test = IndexedImages(splits.test_source, splits.test_source_indices, test_tf)
+        self.val = IndexedImages(train_source, splits.val_source_indices, eval_tf) if splits.val_source_indices.numel() else None
+        self.best = Best()
         for note in prepared.notes:
             print_once(accelerator, note)
         if cfg.pseudo.score_views > 1:
@@ -141,6 +144,7 @@ class RoundRunner:
         accelerator = self.accelerator
         loaded, self.selection = self.checkpointer.restore(checkpoint)
         self.state = RunState(**{**loaded, "num_processes": accelerator.num_processes, "config": resolved})
+        self.best = Best.from_state(self.state.best)
         if loaded["num_processes"] != accelerator.num_processes:
             print_once(accelerator,
                 f"note: checkpoint written by {loaded['num_processes']} processes, resuming with "
@@ -173,7 +177,8 @@ class RoundRunner:
             scorer = self.teacher.module if self.teacher is not None else self.model
             try:
                 picked = select_for_round(
-                    accelerator, scorer, self.pool, self.splits.pool_labels, request, plan, self.labeled_views, self.selection
+                    accelerator, scorer, self.pool, self.splits.pool_labels, request, plan, self.labeled_views, self.selection,
+                    self.val,
                 )
             except Preempted:
                 self.logger.close(preempted=True)
@@ -253,8 +258,15 @@ class RoundRunner:
         plan = dataclasses.replace(self.score_plan, label=f"round {round_index}: testing")
         acc = accuracy(score_dataset(accelerator, self.model, self.test, plan))
         pseudo_count = len(selection) if (selection is not None and round_index > 0) else 0
+        val_acc, val_notes = None, []
+        if self.val is not None:
+            val_acc = validation_accuracy(accelerator, self.model, self.val, self.score_plan, round_index)
+            previous = state.rows[-1].get("val_accuracy") if state.rows else None
+            self.best, val_notes = after_round(accelerator, self.model, self.out_dir, self.best, round_index, val_acc, previous, len(self.val))
+            state.best = self.best.to_state()
         self.logger.log(
-            {**state.pending_metrics, "round/test_accuracy": acc, "round/labeled": len(self.labeled), "round/pseudo_labeled": pseudo_count},
+            {**state.pending_metrics, "round/test_accuracy": acc, "round/labeled": len(self.labeled), "round/pseudo_labeled": pseudo_count,
+             **({"round/val_accuracy": val_acc} if val_acc is not None else {})},
             position.global_step,
         )
         precision = _finite_or_none(state.pending_metrics.get("select/pseudo_label_precision"))  # none selected: none
@@ -262,10 +274,14 @@ class RoundRunner:
             round_index, len(self.labeled), pseudo_count, precision, acc,
             cfg.pseudo.percent_for_round(round_index) if round_index else None,
             state.pending_metrics.get("select/junk_share"), _finite_or_none(state.pending_metrics.get("select/precision_real")),
+            val_acc, _finite_or_none(state.pending_metrics.get("select/precision_estimate")),
         )
         state.rows.append(dataclasses.asdict(row))
-        table = format_table(state.rows, junk=cfg.data.junk_share > 0).splitlines()  # the header, printed at round 0, has the column
+        # The header, printed at round 0, has every column the later rows fill.
+        table = format_table(state.rows, junk=cfg.data.junk_share > 0, validation=self.val is not None).splitlines()
         print_once(accelerator, "\n".join(table if round_index == 0 or len(state.rows) == 1 else table[-1:]))
+        for note in val_notes:
+            print_once(accelerator, note)
         state.position = dataclasses.asdict(position)
         state.next_round, state.mid_round, state.pending_metrics = round_index + 1, False, {}
         self.save(f"round {round_index} done")
@@ -292,6 +308,8 @@ class RoundRunner:
             "wall_time_s": round(time.time() - started, 1),
             "cpu_time_s": round(float(cpu_time[0]), 1),
             "rounds": rows,
+            "best_round_by_validation": self.best.round_index,
+            "best_val_accuracy": self.best.val_accuracy if self.best.round_index is not None else None,
             "unreadable_pool_images": [
                 self.splits.train_source.describe(int(self.splits.pool_source_indices[p])) for p in self.state.unreadable_pool[:1000]
             ],
@@ -303,6 +321,9 @@ class RoundRunner:
                 files.append(self.checkpointer.newest())
             self.logger.log_model(f"model-{self.wandb_run_id}", files)
         print_once(accelerator, closing_lines(summary))
+        line = best_line(self.best, rows[-1]["round_index"])
+        if line:
+            print_once(accelerator, line)
         offline_dirs = self.logger.offline_run_dirs()
         self.logger.close()
         if offline_dirs:

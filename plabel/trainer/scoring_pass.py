@@ -37,6 +37,7 @@ class ScorePlan:
     cache: Optional[ScoreCache] = None  # the pool's pass: parts written to the run folder, reused on resume
     stoppable: bool = False  # look for a preemption signal after every flush (the pool's pass in a run)
     flush_batches: int = 32  # batches between copies to the host (and, for the pool's pass, to disk)
+    confidence_temperature: Optional[float] = None  # adds column "confidence": top probability of softmax(logits / T)
     views: int = 1  # views averaged per image (pseudo.score_views): the clean one and views - 1 noisy ones
     noise: str = "shift"  # what the noisy views are (pseudo.score_noise): fixed shifts, or MC dropout
     view_seed: int = 0  # MC dropout: salts the per-batch seeds (the run's seed and round)
@@ -81,6 +82,8 @@ def score_shard(
     names = dict(SCORE_COLUMNS, **(dict.fromkeys(("similarity", "distance"), torch.float32) if plan.reference is not None else {}))
     if plan.views > 1:
         names["disagreement"] = torch.float32
+    if plan.confidence_temperature is not None:
+        names["confidence"] = torch.float32
     columns = {name: torch.empty(len(shard), dtype=dtype) for name, dtype in names.items()}
     if plan.probabilities:  # soft pseudo-labels: num_classes floats per pool sample on its process
         columns["probabilities"] = torch.empty((len(shard), plan.probabilities), dtype=torch.float32)
@@ -220,6 +223,8 @@ def _batch_scores(
         out["disagreement"] = torch.where(unreadable, torch.full_like(disagree, float("nan")), disagree)
     if plan.probabilities:
         out["probabilities"] = torch.softmax(logits, dim=1)  # several views: their mean probability
+    if plan.confidence_temperature is not None:  # calibrated on validation images scored the same way
+        out["confidence"] = max_probability(logits / plan.confidence_temperature)
     if plan.reference is not None:
         out["similarity"], out["distance"] = nearest_neighbours(features[-1], plan.reference)
         features.clear()
