@@ -8,15 +8,14 @@ import traceback
 
 import torch
 
-from plabel.trainer.loop import RoundPosition, seed_step
+from plabel.trainer.loop import RoundPosition, seed_step, step_seed
 
 
 def test_seed_step_draws_what_torch_manual_seed_draws_and_formats_no_stack(monkeypatch):
     position = RoundPosition(round_index=2, epoch=3, step_in_epoch=5, global_step=0)
     seed_step(7, position)
     ours = torch.rand(16)
-    key = (((7 * 1_000 + 2) * 10_000 + 3) * 100_000 + 5) * 1_024
-    torch.manual_seed(key % (2**63 - 1))
+    torch.manual_seed(step_seed(7, position))
     assert torch.equal(ours, torch.rand(16))  # exact replay after a restart depends on this
 
     stacks = []
@@ -37,3 +36,42 @@ def test_accelerate_asks_for_lomo_once_per_process():
     for _ in range(5):
         lookup()
     assert lookup.cache_info().misses <= max(before, 1)
+
+
+def test_step_seeds_have_no_field_limits_and_replay():
+    at = lambda epoch, step, round_index=1: step_seed(3, RoundPosition(round_index=round_index, epoch=epoch, step_in_epoch=step))  # noqa: E731
+    # Fixed decimal fields gave step 100,005 of epoch 0 the seed of step 5 of epoch 1.
+    seeds = {at(0, 5), at(0, 100_005), at(1, 5), at(0, 5, round_index=2), at(10_000, 5)}
+    assert len(seeds) == 5 and all(0 <= s < 2**63 for s in seeds)
+    far = RoundPosition(round_index=1, epoch=0, step_in_epoch=148_123)  # a 10M-image pool's epoch at batch 64
+    seed_step(3, far)
+    first = torch.rand(8)
+    seed_step(3, far)  # a run killed there and resumed draws the same
+    assert torch.equal(first, torch.rand(8))
+
+
+def test_batchnorm_is_patched_only_when_processes_share_statistics():
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from plabel.distributed import global_batch as gb
+
+    rows = torch.arange(4)
+    for device, world, sync, patched_norm, patched_dropout in (
+        ("cpu", 1, True, False, False),  # one CPU process: nothing to do at all
+        ("cuda", 1, True, False, True),  # one GPU: dropout only (the global-batch draw)
+        ("cpu", 2, True, True, True),
+        ("cpu", 2, False, False, True),  # train.sync_batchnorm false: per-process statistics
+    ):
+        accelerator = SimpleNamespace(num_processes=world, device=torch.device(device))
+        original = rows.to  # no tensor moves to a device that is not there
+        with torch.no_grad():
+            rows.to = lambda *a, **k: rows  # type: ignore[method-assign]
+            try:
+                with gb.global_batch(accelerator, rows, 4, sync):
+                    assert (F.batch_norm is not gb._original_batch_norm) == patched_norm, (device, world, sync)
+                    assert (F.dropout is not gb._original_dropout) == patched_dropout, (device, world, sync)
+            finally:
+                rows.to = original  # type: ignore[method-assign]
+        assert F.batch_norm is gb._original_batch_norm and F.dropout is gb._original_dropout

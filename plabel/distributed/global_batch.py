@@ -62,7 +62,13 @@ def global_batch(accelerator: Accelerator, rows: torch.Tensor, global_rows: int,
         return
     _state.rows, _state.global_rows = rows.to(accelerator.device), global_rows
     _state.sync_batch_norm = sync_batch_norm and world > 1
-    F.batch_norm, F.dropout = _global_batch_norm, _global_dropout  # type: ignore[assignment]
+    # One process has no statistics to share: BatchNorm stays torch's own (no wrapper on the call
+    # path). Dropout is patched on a GPU even then: CUDA's kernel draws another mask than the
+    # global-batch draw that N processes make, and one GPU must train as N do.
+    patch_norm = _state.sync_batch_norm
+    if patch_norm:
+        F.batch_norm = _global_batch_norm  # type: ignore[assignment]
+    F.dropout = _global_dropout  # type: ignore[assignment]
     try:
         yield
     finally:

@@ -43,13 +43,20 @@ def seed_step(seed: int, position: RoundPosition) -> None:
     mid-epoch replays exactly what it would have done; seeding every process alike lets dropout
     draw the global batch's mask everywhere (``plabel.distributed.global_batch``).
     """
-    key = (((seed * 1_000 + position.round_index) * 10_000 + position.epoch) * 100_000 + position.step_in_epoch) * 1_024
+    key = step_seed(seed, position)
     # What torch.manual_seed seeds, without its per-call cost: for a backend not yet started (CUDA
     # on a CPU run; XPU and MTIA everywhere) it queues the seeding with a formatted stack trace,
     # three of them a step. Draws here come from the CPU generator and, on a GPU, CUDA's.
-    torch.default_generator.manual_seed(key % (2**63 - 1))
+    torch.default_generator.manual_seed(key)
     if torch.cuda.is_initialized():
-        torch.cuda.manual_seed_all(key % (2**63 - 1))
+        torch.cuda.manual_seed_all(key)
+
+
+def step_seed(seed: int, position: RoundPosition) -> int:
+    """A 63-bit seed for (seed, round, epoch, step) with no field limits: numpy's SeedSequence
+    hashes the tuple (fixed decimal fields made step 100,005 of an epoch reuse step 5 of the next)."""
+    entropy = [seed & (2**64 - 1), position.round_index, position.epoch, position.step_in_epoch]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) & (2**63 - 1)
 
 
 class GlobalBatchSampler(Sampler[list[int]]):
