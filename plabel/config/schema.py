@@ -256,7 +256,8 @@ class ModelConfig:
 class TrainConfig:
     __pydantic_config__ = SECTION
 
-    epochs: int = _f(8, "epochs per round (round 0 included)")
+    epochs: int = _f(8, "epochs per round (round 0 included, unless train.round0_epochs sets its own)")
+    round0_epochs: Optional[int] = _f(None, "epochs of round 0, the supervised baseline; None = train.epochs")
     steps_per_epoch: int = _f(30, "optimizer steps per epoch; one step trains the whole job on one labeled and one pseudo batch")
     batch_size: int = _f(
         64,
@@ -307,6 +308,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         _positive("train.epochs", self.epochs)
+        if self.round0_epochs is not None:
+            _positive("train.round0_epochs", self.round0_epochs)
         _positive("train.steps_per_epoch", self.steps_per_epoch)
         _positive("train.batch_size", self.batch_size)
         _positive("train.pseudo_batch_size", self.pseudo_batch_size)

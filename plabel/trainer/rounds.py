@@ -114,6 +114,8 @@ class RoundRunner:
             print_once(accelerator, f"loading: {self.options.num_workers} DataLoader workers per process, persistent "
                        "(data.num_workers unset: auto on a GPU; --data.num_workers 0 loads in the training process)")
         self.plan = TrainPlan(cfg.train, cfg.pseudo, cfg.seed, cfg.tracking.log_every, self.options)
+        round0 = dataclasses.replace(cfg.train, epochs=cfg.train.round0_epochs or cfg.train.epochs)
+        self.plan_round0 = dataclasses.replace(self.plan, train=round0)
         self.score_plan = ScorePlan.from_config(cfg, self.options)
         model = prepared.model  # identical initial weights on every process (seeded in prepare_model)
         if cfg.train.channels_last:
@@ -243,9 +245,11 @@ class RoundRunner:
             if selection.targets is not None:
                 pseudo = SoftTargets(pseudo, selection.targets)
         step_times: list[float] = []
+        plan = self.plan_round0 if round_index == 0 else self.plan
+        self.checkpointer.epochs_per_round = plan.train.epochs
         try:
             position = train_round(
-                accelerator, self.model, self.optimizer, self.labeled, pseudo, self.plan, RoundPosition(**state.position),
+                accelerator, self.model, self.optimizer, self.labeled, pseudo, plan, RoundPosition(**state.position),
                 self.logger.log, self._after_step, step_times,
             )
         except Preempted:

@@ -6,7 +6,7 @@ as a user's own data is (a labeled folder, a folder of unlabeled images, a label
 
 Sets (``plabel/experiments/field/render.py`` draws them): ``letters`` (26 classes, fonts),
 ``shapes`` (10, varied scale and position), ``textures`` (10), ``house`` (10 printed digits among
-neighbours), and ``colour_digits`` (the embedded MNIST digits as colour pictures of mixed sizes,
+neighbours), ``signs`` (10 shape-and-colour pairs: colour carries the class), and ``colour_digits`` (the embedded MNIST digits as colour pictures of mixed sizes,
 JPEG and PNG, ``plabel.experiments.colour_digits``). Each set's folder holds:
 
     labeled-<n>/<class>/*.png   n labeled images per class, for each label budget (nested: the
@@ -37,7 +37,7 @@ import numpy as np
 
 from plabel.config.args import SpellingsParser
 
-SETS = ("letters", "shapes", "textures", "house", "colour_digits")
+SETS = ("letters", "shapes", "textures", "house", "colour_digits", "signs")
 SPLITS = {"reserve": 1, "pool": 2, "test": 3}  # seeds the pictures of each split apart
 BUDGETS = (3, 10, 30)
 _fonts: list[Path] = []

@@ -18,7 +18,7 @@ import yaml
 
 from plabel.config.args import SpellingsParser
 
-FIELD = ("letters", "shapes", "textures", "house", "colour_digits")
+FIELD = ("letters", "shapes", "textures", "house", "colour_digits", "signs")
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -58,10 +58,24 @@ def grid(name: str, comment: str, grid_rows: list[dict[str, Any]], seeds: Sequen
             "seeds": list(seeds), "rows": grid_rows}
 
 
+# Round 0 alone, at the default length (8 epochs) and three times it: how long the supervised
+# baseline needs, and which augmentation, on data unlike MNIST (issue 32).
+R0 = {
+    "none-8": {"data.augment": "none"},
+    "light-8": {"data.augment": "light"},
+    "none-24": {"data.augment": "none", "train.round0_epochs": 24},
+    "light-24": {"data.augment": "light", "train.round0_epochs": 24},
+    "affine-24": {"data.augment": "affine", "data.flip": False, "train.round0_epochs": 24},
+    "strong-24": {"data.augment": "strong", "train.round0_epochs": 24},
+}
+
 GRIDS = {
     "field-aug0": lambda: grid(
         "field-aug0", "Round 0 only: the augmentation each field set's labeled images want (issue 32).",
         rows(FIELD, (10, 30), AUG0), (0, 1, 2), {"pseudo.rounds": 0}),
+    "field-r0": lambda: grid(
+        "field-r0", "Round 0 only, 8 or 24 epochs: the supervised baseline's length and augmentation (issue 32).",
+        rows(("mnist", *FIELD), (10,), R0), (0, 1, 2), {"pseudo.rounds": 0}),
 }
 
 

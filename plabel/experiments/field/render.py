@@ -10,6 +10,7 @@ that build it). Drawing happens at 4x and is downsampled, so edges are antialias
 * textures 10 patterns (stripes of four orientations, checks, dots, rings, waves, crosshatch, speckle)
            at random frequency, phase and colours
 * house    10 printed digits between parts of their neighbours, as in photographed house numbers
+* signs    10 (shape, colour) pairs on greyish grounds: the set where colour carries the class
 """
 
 from __future__ import annotations
@@ -219,9 +220,35 @@ def house_number(label: int, rng: np.random.Generator, fonts: Sequence[Path]) ->
     return _finish(image, rng, 10.0)
 
 
+# Signs: the class is a (shape, colour) pair, and every colour and shape is in two classes or more,
+# so a model needs both: the one set where colour carries the class (the others draw any colour).
+SIGNS = (("circle", "red"), ("circle", "blue"), ("triangle", "red"), ("triangle", "yellow"), ("square", "blue"),
+         ("square", "green"), ("diamond", "yellow"), ("diamond", "red"), ("hexagon", "green"), ("hexagon", "blue"))
+SIGN_COLOURS = {"red": (200, 30, 35), "blue": (30, 70, 190), "yellow": (235, 200, 30), "green": (35, 150, 60)}
+
+
+def sign(label: int, rng: np.random.Generator, fonts: Sequence[Path]) -> Image.Image:
+    name, colour = SIGNS[label]
+    grey = rng.integers(60, 220)
+    bg = tuple(int(np.clip(grey + rng.integers(-25, 26), 0, 255)) for _ in range(3))  # a greyish ground, any brightness
+    image = _background(rng, bg, int(rng.integers(0, 4)))
+    draw = ImageDraw.Draw(image)
+    n = SIZE * UP
+    r = rng.uniform(0.22, 0.45) * n
+    cx, cy = (float(v) for v in rng.uniform(r * 0.85, n - r * 0.85, 2))
+    light = rng.uniform(0.75, 1.15)  # lighting and paint vary; the hue stays the class's
+    fill = tuple(int(np.clip(c * light + rng.integers(-15, 16), 0, 255)) for c in SIGN_COLOURS[colour])
+    if name == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    else:
+        draw.polygon(_polygon(name, cx, cy, r, math.radians(float(rng.uniform(-12, 12)))), fill=fill)
+    return _finish(image, rng)
+
+
 KINDS: dict[str, tuple[tuple[str, ...], Callable[[int, np.random.Generator, Sequence[Path]], Image.Image]]] = {
     "letters": (LETTERS, letter),
     "shapes": (SHAPES, shape),
     "textures": (TEXTURES, texture),
     "house": (DIGITS, house_number),
+    "signs": (tuple(f"{colour}_{shape}" for shape, colour in SIGNS), sign),
 }
