@@ -17,6 +17,7 @@ COMMANDS = {
     "train": ("plabel.commands.train", "train_main", "train with pseudo-label rounds (same options as train.py)"),
     "score": ("plabel.commands.score", "score_main", "score a dataset with a finished run's weights (CSV)"),
     "export": ("plabel.commands.export", "export_main", "a round's labeled + pseudo-labeled set as a HF dataset"),
+    "launch": ("plabel.commands.launch", "launch_main", "accelerate launch train.py ..., with one line per mistake"),
     "sweep": ("plabel.commands.sweep", "sweep_main", "a grid of rows x seeds, locally or as a SLURM array, and its table"),
     "report": ("plabel.experiments.entropy_report", "report_main", "reports; 'plabel report entropy': the article's noise experiment"),
 }

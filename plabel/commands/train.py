@@ -21,6 +21,9 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: str = "train.py", wat
 
     def body() -> int:
         cfg, name = resolve_config(argv, prog)
+        from plabel.data.precheck import precheck
+
+        precheck(cfg)  # what a folder listing shows, before any image is read
         # Heavy imports after argument parsing, so --help and config errors answer at once.
         from plabel.trainer.faults import EXIT_PREEMPTED, Preempted, watch_parent
         from plabel.trainer.run import run

@@ -211,9 +211,12 @@ def read_audit(path: str, pool: ImageSource, class_names: list[str]) -> torch.Te
         else:
             labels[where] = label
     if unknown_paths:
+        hint = "use the pool's own names, as the pseudo-label CSVs' path column writes them"
+        if len(unknown_paths) == len(rows) and len(pool):  # not one matches: most likely the root, not the file
+            hint = (f"not one matches, so data.unlabeled's root is likely not the folder these paths are relative to "
+                    f"(the pool names its images like {pool.sample_name(0)!r}); {hint}")
         raise ConfigError(
-            f"data.audit: {len(unknown_paths)} of its {len(rows)} paths are not in the pool (e.g. {unknown_paths[0]!r}); "
-            "use the pool's own names, as the pseudo-label CSVs' path column writes them"
+            f"data.audit: {len(unknown_paths)} of its {len(rows)} paths are not in the pool (e.g. {unknown_paths[0]!r}); {hint}"
         )
     if unknown_labels:
         raise ConfigError(f"data.audit: label {unknown_labels[0]!r} is not a class ({', '.join(class_names[:8])}, ...)")

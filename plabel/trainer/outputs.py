@@ -69,6 +69,25 @@ def format_table(rows: Sequence[dict[str, Any]], junk: Optional[bool] = None, va
     return "\n".join(lines)
 
 
+def round_line(r: dict[str, Any]) -> str:
+    """The line a round ends with (the table comes once, at the end of the run)."""
+    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
+    parts = []
+    if r["round_index"] == 0:
+        head = f"round 0 (the supervised baseline, {r['labeled']} labeled)"
+    else:
+        head = f"round {r['round_index']} (k {r['top_k_percent']:g}%)"
+        p, e = r["pseudo_label_precision"], r.get("precision_estimate")
+        parts.append(f"{r['pseudo_labeled']} pseudo-labels, precision {'unknown' if p is None else pct(p)}"
+                     + (f" (estimated {pct(e)})" if e is not None else ""))
+        if r.get("junk_share") is not None:
+            parts.append(f"junk {pct(r['junk_share'])}")
+    if r.get("val_accuracy") is not None:
+        parts.append(f"val {pct(r['val_accuracy'])}")
+    parts.append(f"test {pct(r['test_accuracy'])}")
+    return f"{head}: {', '.join(parts)}"
+
+
 def closing_lines(summary: dict[str, Any]) -> str:
     """The table of every round and the baseline -> final line a run ends with."""
     return "\n" + format_table(summary["rounds"]) + "\n" + (

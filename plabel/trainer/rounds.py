@@ -12,7 +12,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 import yaml
@@ -20,6 +20,7 @@ from accelerate import Accelerator
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from plabel.config import RunConfig
+from plabel.config.load import flatten
 from plabel.config.defaults_history import changed_defaults_note, unaugmented_data_note
 from plabel.data.splits import IndexedImages, SoftTargets, Splits
 from plabel.data.transforms import source_transform
@@ -31,7 +32,7 @@ from plabel.models.prepare import PreparedModel, fresh_model
 from plabel.trainer.checkpointer import STATE_FILE, Checkpointer, RunState
 from plabel.trainer.faults import Preempted, fault_point, stop_requested
 from plabel.trainer.loop import RoundPosition, TrainPlan, train_round
-from plabel.trainer.outputs import RoundResult, closing_lines, format_table, log_selection_media, write_pseudo_labels
+from plabel.trainer.outputs import RoundResult, closing_lines, log_selection_media, round_line, write_pseudo_labels
 from plabel.trainer.round_selection import LabeledViews, SelectionRequest, select_for_round
 from plabel.trainer.run_dir import RunDir
 from plabel.trainer.scoring_cache import ScoreCache
@@ -43,6 +44,14 @@ from plabel.trainer.validation import Best, after_round, best_line, validation_a
 
 def _finite_or_none(value: Optional[float]) -> Optional[float]:
     return value if value is not None and math.isfinite(value) else None
+
+
+def config_line(resolved: dict[str, Any], out_dir: Path) -> str:
+    """One line: the options this run sets that differ from plabel's defaults (config.yaml has all)."""
+    defaults = flatten(RunConfig().to_dict())
+    ignore = ("output_dir", "train.mixed_precision", "verbose")
+    changed = [f"{k}={v}" for k, v in flatten(resolved).items() if k not in ignore and defaults.get(k, object()) != v]
+    return f"config: {', '.join(changed) if changed else 'the defaults'} (all of it: {out_dir / 'config.yaml'}; --verbose prints it)"
 
 
 def batch_note(cfg: RunConfig, world: int) -> str:
@@ -63,7 +72,7 @@ class RoundRunner:
 
     def __init__(
         self, cfg: RunConfig, accelerator: Accelerator, wandb_mode: str, splits: Splits, prepared: PreparedModel,
-        resolved: dict[str, Any], run_dir: RunDir,
+        resolved: dict[str, Any], run_dir: RunDir, notes: Sequence[str] = (),
     ) -> None:
         self.cfg, self.accelerator, self.splits, self.prepared = cfg, accelerator, splits, prepared
         self.num_classes = num_classes = prepared.num_classes
@@ -71,7 +80,10 @@ class RoundRunner:
         self.state = RunState(num_processes=accelerator.num_processes, config=resolved)
         replay = self._cut_replayed_metrics(run_dir.checkpoint)
         print_once(accelerator, f"plabel run -> {out_dir}  ({accelerator.num_processes} process(es) on {accelerator.device.type}; {run_dir.status})")
-        print_once(accelerator, yaml.safe_dump(resolved, sort_keys=False).rstrip())
+        # The whole config is in config.yaml; the screen shows what this run changed (--verbose: all of it).
+        print_once(accelerator, yaml.safe_dump(resolved, sort_keys=False).rstrip() if cfg.verbose else config_line(resolved, out_dir))
+        for note in notes:
+            print_once(accelerator, note)
         print_once(accelerator, batch_note(cfg, accelerator.num_processes))
         for note in (changed_defaults_note(resolved, cfg.given), unaugmented_data_note(resolved)):
             if note:
@@ -281,9 +293,7 @@ class RoundRunner:
             val_acc, _finite_or_none(state.pending_metrics.get("select/precision_estimate")),
         )
         state.rows.append(dataclasses.asdict(row))
-        # The header, printed at round 0, has every column the later rows fill.
-        table = format_table(state.rows, junk=cfg.data.junk_share > 0, validation=self.val is not None).splitlines()
-        print_once(accelerator, "\n".join(table if round_index == 0 or len(state.rows) == 1 else table[-1:]))
+        print_once(accelerator, round_line(state.rows[-1]))  # the table comes once, at the end
         for note in val_notes:
             print_once(accelerator, note)
         state.position = dataclasses.asdict(position)

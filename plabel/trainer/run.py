@@ -68,9 +68,11 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
     try:
         resolved["output_dir"] = str(run_dir.path)
         precision_note = launcher_precision_note(cfg, accelerator)
-        for note in run_dir.notes + listing.notes + data_notes(cfg, splits) + ([precision_note] if precision_note else []):
-            print_once(accelerator, note if note.startswith("note:") else f"note: {note}")
+        notes = [note if note.startswith("note:") else f"note: {note}"
+                 for note in run_dir.notes + listing.notes + data_notes(cfg, splits) + ([precision_note] if precision_note else [])]
         if run_dir.status == "complete":
+            for note in notes:
+                print_once(accelerator, note)
             summary = read_json(
                 run_dir.path / "summary.json",
                 "remove it and rerun the same command: the run resumes from its newest checkpoint and writes it again",
@@ -80,7 +82,7 @@ def run(cfg: RunConfig, config_name: str = "run", extra_trackers: Sequence[Gener
             accelerator.end_training()
             return summary
 
-        runner = RoundRunner(cfg, accelerator, wandb_mode, splits, prepared, resolved, run_dir)
+        runner = RoundRunner(cfg, accelerator, wandb_mode, splits, prepared, resolved, run_dir, notes)
         for round_index in range(runner.state.next_round, cfg.pseudo.rounds + 1):
             if not runner.state.mid_round:
                 runner.start_round(round_index)

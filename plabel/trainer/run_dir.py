@@ -30,7 +30,7 @@ from plabel.trainer.run_files import read_config, read_json, restart_hint, write
 # Fields that may change between a run and its resumption without changing its results.
 RESUME_IGNORES = (
     "output_dir", "resume", "collective_timeout_s", "data.num_workers", "data.persistent_workers", "data.pin_memory",
-    "train.cpu_threads",
+    "train.cpu_threads", "verbose",
 )
 RESUME_IGNORE_PREFIXES = ("tracking.", "checkpoint.")
 RUN_INFO = "run_info.json"
