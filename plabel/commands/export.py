@@ -23,10 +23,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--round", type=int, default=None, help="pseudo-label round to export (default: the last one written)")
     parser.add_argument("--output", required=True, help="folder to write (must not exist)")
     parser.add_argument(
-        "--format", choices=("hf", "imagefolder"), default="hf",
-        help="hf: a datasets.save_to_disk folder; imagefolder: the images under images/ plus metadata.csv "
-        "(file_name, label, is_pseudo, entropy, round, path), which datasets.load_dataset('imagefolder', data_dir=...) "
-        "reads (default: hf)",
+        "--format", choices=("hf", "imagefolder", "onnx", "torchscript"), default="hf",
+        help="a round's training set: hf = a datasets.save_to_disk folder; imagefolder = the images under images/ plus "
+        "metadata.csv (file_name, label, is_pseudo, entropy, round, path), which datasets.load_dataset('imagefolder', "
+        "data_dir=...) reads. The trained model: onnx = model.onnx (onnxruntime), torchscript = model.pt "
+        "(torch.jit.load), each with model.json (preprocessing, class names) (default: hf)",
+    )
+    parser.add_argument(
+        "--weights", default="final", metavar="WHICH",
+        help="with --format onnx/torchscript: final (model.safetensors), best (the best round by validation), newest "
+        "(the newest checkpoint of a run that did not finish) or a checkpoint folder (default: final)",
     )
     parser.add_argument(
         "--push_to_hub", default=None, metavar="REPO",
@@ -42,6 +48,8 @@ def export_main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    if args.format in ("onnx", "torchscript"):
+        return _export_model(args)
     run_dir, cfg, _ = load_run(args.run)
     files = sorted(run_dir.glob("pseudo_labels_round*.csv"))
     if not files:
@@ -130,3 +138,18 @@ def _to_pil(image: torch.Tensor) -> Any:
 
     array = image.permute(1, 2, 0).numpy()
     return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+
+
+def _export_model(args: argparse.Namespace) -> int:
+    """The run's model as model.onnx / model.pt plus model.json."""
+    output = Path(args.output)
+    if output.exists():
+        raise ConfigError(f"--output: {output} exists; plabel never overwrites results")
+    from plabel.use.export import export_model
+    from plabel.use.run import load_run as load_trained
+
+    run = load_trained(args.run, checkpoint=args.weights, device="cpu")
+    target = export_model(run, output, args.format)
+    print(f"wrote {target} and {output / 'model.json'} ({run.config.model.name}, {len(run.class_names)} classes, "
+          f"input {run.spec.channels}x{run.spec.size[0]}x{run.spec.size[1]}, weights {run.weights.name})")
+    return 0
