@@ -39,11 +39,12 @@ def _is_plabel_train(script: str) -> bool:
 def _check_training_options(script: str, options: Sequence[str]) -> Optional[int]:
     """Resolve the training options as train.py will; an exit status when they are wrong (or --help)."""
     from plabel.config.args import resolve_config
-
     from plabel.data.precheck import precheck
 
     try:
-        cfg, _ = resolve_config(list(options), Path(script).name)
+        from plabel.sweeps.runs import planned_run
+
+        cfg, _ = resolve_config(list(options), Path(script).name, sweep=planned_run)
         precheck(cfg)
     except ConfigError as err:
         print(f"{Path(script).name}: error: {err}", file=sys.stderr)

@@ -20,7 +20,9 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: str = "train.py", wat
     """Run training; ``watch_launcher`` (the process's own entry point only): stop with the launcher."""
 
     def body() -> int:
-        cfg, name = resolve_config(argv, prog)
+        from plabel.sweeps.runs import planned_run
+
+        cfg, name = resolve_config(argv, prog, sweep=planned_run)
         from plabel.data.precheck import precheck
 
         precheck(cfg)  # what a folder listing shows, before any image is read

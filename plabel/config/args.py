@@ -14,7 +14,7 @@ import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any, NoReturn, Optional, Sequence
+from typing import Any, Callable, NoReturn, Optional, Sequence
 
 from plabel.config.load import SECTION_ALIASES, iter_fields, load_config, parse_value
 from plabel.config.schema import ConfigError, RunConfig
@@ -152,36 +152,27 @@ def typed_value(tp: Any, text: str) -> Any:
     return parse_value(text)
 
 
-def resolve_config(argv: Optional[Sequence[str]] = None, prog: str = "train.py") -> tuple[RunConfig, str]:
-    """Parse argv into a validated config and a short name for the run folder."""
+# ``--grid G --row R``: (args, overrides) -> (config file, overrides) of that sweep run. The sweeps
+# layer provides it (plabel.sweeps.runs.planned_run); config never imports sweeps.
+SweepHook = Callable[[argparse.Namespace, dict[str, Any]], tuple[Optional[str], dict[str, Any]]]
+
+
+def resolve_config(argv: Optional[Sequence[str]] = None, prog: str = "train.py", sweep: Optional[SweepHook] = None) -> tuple[RunConfig, str]:
+    """Parse argv into a validated config and a short name for the run folder (``sweep``: how
+    ``--grid``/``--row`` name a sweep's run; without it they are refused)."""
     words = [canonical_option(w) for w in (argv if argv is not None else sys.argv[1:])]
     _refuse_both_spellings(words)
     args = build_parser(prog).parse_args(argv)
     overrides = parse_overrides(args)
     config_path = args.config
     if args.grid or args.row:
-        config_path, overrides = _sweep_run(args, overrides)
+        if not (args.grid and args.row):
+            raise ConfigError("--grid and --row: give both (a grid file and one of its rows)")
+        if sweep is None:
+            raise ConfigError("--grid and --row: name a sweep's run for train.py and plabel train only")
+        config_path, overrides = sweep(args, overrides)
     cfg = load_config(config_path, overrides)
     return cfg, config_name(config_path)
-
-
-def _sweep_run(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[Optional[str], dict[str, Any]]:
-    """``--grid G --row R``: the row's run, as ``plabel sweep`` would start it (its folder, W&B group,
-    job type and tags); options given on the command line still win."""
-    if not (args.grid and args.row):
-        raise ConfigError("--grid and --row: give both (a grid file and one of its rows)")
-    from plabel.sweeps.grid import load_grid
-    from plabel.sweeps.runs import run_dir
-
-    grid = load_grid(args.grid)
-    row = grid.row(args.row)
-    seed = int(overrides.get("seed", grid.seeds[0]))
-    out = Path(args.sweep_out) if args.sweep_out else Path("runs") / "sweeps" / grid.name
-    planned = {
-        **grid.overrides(row), "seed": seed, "output_dir": str(run_dir(out, row.name, seed)),
-        "tracking.group": grid.name, "tracking.job_type": row.name, "tracking.tags": [row.name, f"seed{seed}"],
-    }
-    return args.config or (str(grid.base) if grid.base else None), {**planned, **overrides}
 
 
 def _refuse_both_spellings(words: list[str]) -> None:

@@ -18,6 +18,7 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
+from plabel.config import ConfigError, DataConfig
 from plabel.data.base import ImageSource
 
 CHUNK = 512  # rows of a Hugging Face dataset read at once
@@ -154,3 +155,34 @@ def pool_overlap_line(overlap: Overlap, pool_size: int, action: str) -> str:
     how = f"{len(overlap.positions) - overlap.by_bytes} the same file, {overlap.by_bytes} the same bytes elsewhere"
     return (f"data.unlabeled: {len(overlap.positions)} of the pool's {pool_size} images are {roles} images ({how}; "
             f"e.g. {overlap.example}); {action}")
+
+
+def refuse_test_in_labeled(labeled: ImageSource, test: ImageSource) -> list[str]:
+    """A test set that holds labeled training images measures nothing: refused, naming them."""
+    found = find_overlap(file_refs(test), Known.of({"labeled": file_refs(labeled)}), test.describe)
+    if found:
+        raise ConfigError(
+            f"data.test: {len(found.positions)} of its {len(test)} images are also labeled training images "
+            f"({len(found.positions) - found.by_bytes} the same file, {found.by_bytes} the same bytes; e.g. {found.example}); "
+            "remove them from the test set or from data.train"
+        )
+    return []
+
+
+def without_known_images(
+    cfg: DataConfig, pool: ImageSource, labeled: ImageSource, test: ImageSource | None, pool_indices: torch.Tensor, offset: int
+) -> tuple[torch.Tensor, str | None]:
+    """The pool less its images that are labeled or test images (or a refusal, with data.pool_overlap refuse)."""
+    roles = {"labeled": file_refs(labeled)}
+    if test is not None:
+        roles["test"] = file_refs(test)
+    found = find_overlap(file_refs(pool), Known.of(roles), pool.describe)
+    if not found:
+        return pool_indices, None
+    if cfg.pool_overlap == "refuse":
+        raise ConfigError(pool_overlap_line(found, len(pool), "point data.unlabeled at a folder without them, "
+                                            "or set data.pool_overlap drop to leave them out"))
+    keep = torch.ones(len(pool), dtype=torch.bool)
+    keep[found.positions] = False
+    kept = pool_indices[keep[pool_indices - offset]]
+    return kept, "note: " + pool_overlap_line(found, len(pool), "left out of the pool (data.pool_overlap refuse stops instead)")

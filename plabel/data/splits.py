@@ -23,6 +23,8 @@ from torch.utils.data import Dataset
 
 from plabel.config import ConfigError, DataConfig
 from plabel.data.base import UnreadableImage
+from plabel.data.holdout import hold_out_validation, stratified_take
+from plabel.data.overlap import refuse_test_in_labeled, without_known_images
 from plabel.data.pool_index import PathIndex
 from plabel.data.sources import ImageSource, open_source
 
@@ -60,15 +62,6 @@ class Splits:
         return self.train_source.sample_name(source_index)
 
 
-def _stratified_take(labels: torch.Tensor, counts: dict[int, int], generator: torch.Generator) -> torch.Tensor:
-    taken = []
-    for c, n in counts.items():
-        members = torch.nonzero(labels == c).flatten()
-        perm = members[torch.randperm(members.numel(), generator=generator)]
-        taken.append(perm[:n])
-    return torch.sort(torch.cat(taken)).values if taken else torch.empty(0, dtype=torch.long)
-
-
 def make_splits(cfg: DataConfig, seed: int, pool_index: PathIndex | None = None) -> Splits:
     """Open the sources and split them; every process computes the same split from ``seed``.
 
@@ -90,13 +83,13 @@ def make_splits(cfg: DataConfig, seed: int, pool_index: PathIndex | None = None)
         class_counts = torch.bincount(labels, minlength=num_classes)
         # Proportional to class size, so the test set mirrors the training distribution.
         quota = {c: int(round(cfg.test_holdout * int(class_counts[c]) / n)) for c in range(num_classes)}
-        test_indices = _stratified_take(labels, quota, generator)
+        test_indices = stratified_take(labels, quota, generator)
         available[test_indices] = False
     else:
         test = open_source(cfg.test, "data.test")
         test_indices = torch.arange(len(test))
         _align_test_classes(test, train)
-        _refuse_test_in_labeled(train, test)
+        refuse_test_in_labeled(train, test)
         if test.channels != train.channels:
             kinds = {1: "grey", 3: "colour"}
             raise ConfigError(
@@ -119,7 +112,7 @@ def make_splits(cfg: DataConfig, seed: int, pool_index: PathIndex | None = None)
             raise ConfigError(
                 f"data.labeled_per_class: {cfg.labeled_per_class} requested but class {c} has only {have} samples available; lower it"
             )
-    labeled_indices = _stratified_take(remaining, {c: cfg.labeled_per_class for c in range(num_classes)}, generator)
+    labeled_indices = stratified_take(remaining, {c: cfg.labeled_per_class for c in range(num_classes)}, generator)
     available[labeled_indices] = False
 
     pool_indices = torch.nonzero(available).flatten()
@@ -169,7 +162,7 @@ def _own_data_splits(cfg: DataConfig, seed: int, pool_index: PathIndex | None) -
             )
         counts = torch.bincount(labeled_source.labels, minlength=num_classes)
         quota = {c: int(round(cfg.test_holdout * int(counts[c]) / n)) for c in range(num_classes)}
-        test_indices = _stratified_take(labeled_source.labels, quota, generator)
+        test_indices = stratified_take(labeled_source.labels, quota, generator)
         available[test_indices] = False
         test: ImageSource = train
     else:
@@ -183,9 +176,9 @@ def _own_data_splits(cfg: DataConfig, seed: int, pool_index: PathIndex | None) -
     labeled_indices = torch.nonzero(available).flatten()
     labeled_indices, val_indices, val_note = hold_out_validation(labeled_source.labels, labeled_indices, num_classes, cfg.val_per_class, seed)
     pool_indices = torch.arange(n, n + len(pool_source))
-    notes = _refuse_test_in_labeled(labeled_source, test) if test is not train else []
+    notes = refuse_test_in_labeled(labeled_source, test) if test is not train else []
     notes.append(val_note)
-    pool_indices, note = _without_known_images(cfg, pool_source, labeled_source, None if test is train else test, pool_indices, n)
+    pool_indices, note = without_known_images(cfg, pool_source, labeled_source, None if test is train else test, pool_indices, n)
     notes += [note] if note else []
     if cfg.pool_limit is not None and pool_indices.numel() > cfg.pool_limit:
         keep = torch.randperm(pool_indices.numel(), generator=generator)[: cfg.pool_limit]
@@ -202,78 +195,6 @@ def _own_data_splits(cfg: DataConfig, seed: int, pool_index: PathIndex | None) -
         return Splits(junked, junked if test is train else test, labeled_indices, pool_indices, test_indices, num_classes, notes,
                       val_indices)
     return Splits(train, test, labeled_indices, pool_indices, test_indices, num_classes, notes, val_indices)
-
-
-AUTO_VAL_SHARE, AUTO_VAL_MIN_PER_CLASS = 0.2, 5
-
-
-def hold_out_validation(
-    labels: torch.Tensor, labeled: torch.Tensor, num_classes: int, per_class: int | None, seed: int
-) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """(training indices, validation indices, the line that says so) from the labeled ``labeled``.
-
-    ``per_class`` None is auto: a fifth of each class (rounded, at least one) when every class has
-    at least 5 labeled images, else none. Drawn with its own seeded generator, so the labeled/pool
-    split is the same with or without validation."""
-    counts = torch.bincount(labels[labeled], minlength=num_classes)
-    smallest = int(counts.min()) if num_classes else 0
-    if per_class is None:
-        quota = {c: max(1, round(AUTO_VAL_SHARE * int(counts[c]))) for c in range(num_classes)} if smallest >= AUTO_VAL_MIN_PER_CLASS else {}
-    else:
-        if per_class and per_class >= smallest:
-            raise ConfigError(f"data.val_per_class: {per_class} would leave no labeled image to train on in a class "
-                              f"of {smallest}; lower it (0 = no validation)")
-        quota = {c: per_class for c in range(num_classes)} if per_class else {}
-    if not quota:
-        why = (f"the smallest class has {smallest} labeled images, too few to spare" if per_class is None
-               else "data.val_per_class 0")
-        return labeled, labeled[:0], (f"validation: none ({why}): no validation accuracy, best round or precision estimate; "
-                                      "data.val_per_class N holds N per class out")
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + 17)
-    mask = torch.full_like(labels, -1)
-    mask[labeled] = labels[labeled]
-    val = torch.sort(_stratified_take(mask, quota, generator)).values
-    keep = torch.ones(labels.numel(), dtype=torch.bool)
-    keep[val] = False
-    train = labeled[keep[labeled]]
-    auto = " (auto: a fifth of each class; data.val_per_class sets it, 0 trains on all)" if per_class is None else ""
-    return train, val, (f"validation: {val.numel()} labeled images held out of training ({train.numel()} left) to validate "
-                        f"rounds and calibrate the precision estimate{auto}")
-
-
-def _refuse_test_in_labeled(labeled: ImageSource, test: ImageSource) -> list[str]:
-    """A test set that holds labeled training images measures nothing: refused, naming them."""
-    from plabel.data.overlap import Known, file_refs, find_overlap
-
-    found = find_overlap(file_refs(test), Known.of({"labeled": file_refs(labeled)}), test.describe)
-    if found:
-        raise ConfigError(
-            f"data.test: {len(found.positions)} of its {len(test)} images are also labeled training images "
-            f"({len(found.positions) - found.by_bytes} the same file, {found.by_bytes} the same bytes; e.g. {found.example}); "
-            "remove them from the test set or from data.train"
-        )
-    return []
-
-
-def _without_known_images(
-    cfg: DataConfig, pool: ImageSource, labeled: ImageSource, test: ImageSource | None, pool_indices: torch.Tensor, offset: int
-) -> tuple[torch.Tensor, str | None]:
-    """The pool less its images that are labeled or test images (or a refusal, with data.pool_overlap refuse)."""
-    from plabel.data.overlap import Known, file_refs, find_overlap, pool_overlap_line
-
-    roles = {"labeled": file_refs(labeled)}
-    if test is not None:
-        roles["test"] = file_refs(test)
-    found = find_overlap(file_refs(pool), Known.of(roles), pool.describe)
-    if not found:
-        return pool_indices, None
-    if cfg.pool_overlap == "refuse":
-        raise ConfigError(pool_overlap_line(found, len(pool), "point data.unlabeled at a folder without them, "
-                                            "or set data.pool_overlap drop to leave them out"))
-    keep = torch.ones(len(pool), dtype=torch.bool)
-    keep[found.positions] = False
-    kept = pool_indices[keep[pool_indices - offset]]
-    return kept, "note: " + pool_overlap_line(found, len(pool), "left out of the pool (data.pool_overlap refuse stops instead)")
 
 
 def _align_test_classes(test: ImageSource, train: ImageSource) -> None:

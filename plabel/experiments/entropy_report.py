@@ -56,7 +56,7 @@ from plabel.trainer.loop import RoundPosition, TrainPlan, train_round
 from plabel.trainer.round_selection import LabeledViews, SelectionRequest, prepare_plan
 from plabel.trainer.scoring_pass import ScorePlan, accuracy, score_dataset
 from plabel.trainer.setup import build_accelerator, check_num_classes, loader_options, make_optimizer, run_facts
-from plabel.trainer.tracking import start_trackers
+from plabel.trainer.trackers import start_trackers
 
 # ---------------------------------------------------------------------------------------------
 # Options

@@ -114,3 +114,19 @@ def state_of(out: Path, row: str, seed: int, queue: Optional[dict[tuple[str, int
 
 def states(grid: Grid, out: Path, queue: Optional[dict[tuple[str, int], tuple[str, str]]] = None) -> list[RunState]:
     return [state_of(out, row.name, seed, queue) for row, seed in grid.runs()]
+
+
+def planned_run(args: Any, overrides: dict[str, Any]) -> tuple[Optional[str], dict[str, Any]]:
+    """``train.py --grid G --row R``: the row's run, as ``plabel sweep`` would start it (its folder,
+    W&B group, job type and tags); options given on the command line still win."""
+    from plabel.sweeps.grid import load_grid
+
+    grid = load_grid(args.grid)
+    row = grid.row(args.row)
+    seed = int(overrides.get("seed", grid.seeds[0]))
+    out = Path(args.sweep_out) if args.sweep_out else Path("runs") / "sweeps" / grid.name
+    planned = {
+        **grid.overrides(row), "seed": seed, "output_dir": str(run_dir(out, row.name, seed)),
+        "tracking.group": grid.name, "tracking.job_type": row.name, "tracking.tags": [row.name, f"seed{seed}"],
+    }
+    return args.config or (str(grid.base) if grid.base else None), {**planned, **overrides}

@@ -20,8 +20,8 @@ from accelerate import Accelerator
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from plabel.config import RunConfig
-from plabel.config.load import flatten
 from plabel.config.defaults_history import changed_defaults_note, unaugmented_data_note
+from plabel.config.load import flatten
 from plabel.data.splits import IndexedImages, SoftTargets, Splits
 from plabel.data.transforms import source_transform
 from plabel.distributed.collectives import sum_across_processes
@@ -38,7 +38,7 @@ from plabel.trainer.run_dir import RunDir
 from plabel.trainer.scoring_cache import ScoreCache
 from plabel.trainer.scoring_pass import ScorePlan, accuracy, score_dataset
 from plabel.trainer.setup import loader_options, make_optimizer, reset_optimizer, run_facts
-from plabel.trainer.tracking import Replay, start_trackers, truncate_metrics
+from plabel.trainer.trackers import Replay, start_trackers, truncate_metrics
 from plabel.trainer.validation import Best, after_round, best_line, validation_accuracy
 
 

@@ -24,7 +24,7 @@ from plabel.data.base import UnreadableImage
 from plabel.data.splits import Splits
 from plabel.distributed.collectives import gather_lists, shard_range
 from plabel.trainer.faults import PREEMPTION_SIGNALS
-from plabel.trainer.tracking import resolve_wandb_mode
+from plabel.trainer.trackers import resolve_wandb_mode
 
 
 @dataclass(frozen=True)

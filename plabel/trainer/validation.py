@@ -17,9 +17,9 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import Dataset
 
+from plabel.distributed.collectives import gather_concat
 from plabel.distributed.processes import on_main
 from plabel.method.scores import fit_temperature
-from plabel.distributed.collectives import gather_concat
 from plabel.trainer.scoring_pass import ScorePlan, accuracy, score_dataset, score_shard
 
 BEST_FILE = "model_best.safetensors"

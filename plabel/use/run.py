@@ -19,7 +19,7 @@ import torch
 
 from plabel.config import ConfigError, RunConfig
 from plabel.data.transforms import InputSpec, build_transform
-from plabel.use.inputs import Images, Item, expand, to_pixels
+from plabel.use.inputs import Images, expand, to_pixels
 
 WEIGHTS = {"final": "model.safetensors", "best": "model_best.safetensors"}
 
