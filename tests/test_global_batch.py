@@ -157,3 +157,36 @@ def test_scores_and_selection_are_byte_identical_for_any_eval_batch(world, one_p
             for name, column in reference.items():
                 assert scores[name].tobytes() == column.tobytes(), (batch, name)
             assert idx.tobytes() == ref_idx.tobytes() and labels.tobytes() == ref_labels.tobytes(), batch
+
+
+def _drop_path_steps(accelerator, rate):
+    """Two SGD steps of timm's test_resnet with stochastic depth (drop_path_rate ``rate``), float64."""
+    import timm
+
+    from plabel.config import RunConfig
+    from plabel.trainer.setup import make_optimizer
+
+    torch.manual_seed(0)
+    model = Float64(timm.create_model("test_resnet", num_classes=10, in_chans=1, drop_path_rate=rate))
+    cfg = RunConfig()
+    cfg.train.optimizer = "sgd"
+    train = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=7, pseudo_batch_size=5, optimizer="sgd", lr=0.05)
+    plan = TrainPlan(train, PseudoConfig(alpha_schedule="constant"), seed=5, log_every=1)
+    model, optimizer = accelerator.prepare(model, make_optimizer(cfg, model))
+    labeled, pool = _digits(40, train=True, noise=False), _digits(60, train=True, noise=False)
+    pseudo = IndexedImages(pool.source, pool.source_indices, pool.transform, labels=torch.arange(60) % 10)
+    logs = []
+    train_round(accelerator, model, optimizer, labeled, pseudo, plan, RoundPosition(1), lambda m, step: logs.append(m))
+    return [m["train/loss"] for m in logs], {k: v.detach().numpy().copy() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+
+
+@pytest.mark.parametrize("world", [pytest.param(2, marks=pytest.mark.slow), 3])  # CI time: 3 by default
+def test_stochastic_depth_draws_for_the_global_batch(world):
+    """timm's drop_path (and torchvision's stochastic_depth) keep or drop a sample alike on 1 or N processes."""
+    (one,) = run_processes(_drop_path_steps, 1, 0.5)
+    (without,) = run_processes(_drop_path_steps, 1, 0.0)
+    assert one[0] != pytest.approx(without[0], rel=1e-6)  # stochastic depth is on and changes the steps
+    losses, weights = run_processes(_drop_path_steps, world, 0.5)[0]
+    assert losses == pytest.approx(one[0], rel=1e-12, abs=1e-14)
+    for name, tensor in one[1].items():
+        assert np.allclose(weights[name], tensor, rtol=1e-9, atol=1e-12), name

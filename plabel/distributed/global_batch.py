@@ -16,7 +16,12 @@ world size). Two layers see the whole local batch at once and would still depend
   and keeps this process's rows, so a sample gets the same mask on 1 or 64 processes. On CPU with
   one process this is bit for bit what ``F.dropout`` draws, so single-process runs are unchanged.
 
-Other layers that draw per-sample randomness themselves (timm's drop-path) are not covered.
+* **Stochastic depth** (timm's ``DropPath``, torchvision's ``StochasticDepth`` in row mode) draws
+  one keep/drop per sample. Inside :func:`global_batch` both draw the global batch's column from the
+  identically seeded generator and keep this process's rows, as dropout does.
+
+Any other layer that draws per-sample randomness itself (DropBlock, a model's own ``torch.rand``)
+is not covered: its draws are the same on every process, so N processes differ from one there.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from accelerate import Accelerator
 
 _original_batch_norm = F.batch_norm
 _original_dropout = F.dropout
+_ORIGINAL: dict[str, Any] = {}  # the libraries' own stochastic-depth functions, by attribute name
 
 
 def split_range(total: int, world: int, rank: int) -> range:
@@ -69,11 +75,66 @@ def global_batch(accelerator: Accelerator, rows: torch.Tensor, global_rows: int,
     if patch_norm:
         F.batch_norm = _global_batch_norm  # type: ignore[assignment]
     F.dropout = _global_dropout  # type: ignore[assignment]
+    depth = _stochastic_depth_modules()
+    for module, (name, patched) in depth.items():
+        _ORIGINAL.setdefault(name, getattr(module, name))
+        setattr(module, name, patched)
     try:
         yield
     finally:
         F.batch_norm, F.dropout = _original_batch_norm, _original_dropout  # type: ignore[assignment]
+        for module, (name, _) in depth.items():
+            setattr(module, name, _ORIGINAL[name])
         _state.rows = None
+
+
+def _stochastic_depth_modules() -> dict[Any, tuple[str, Any]]:
+    """The per-sample stochastic-depth functions of the libraries already imported (their modules
+    look the function up at call time): module -> (attribute, the global-batch version)."""
+    import sys
+
+    found = {}
+    for module_name, attribute, patched in (("timm.layers.drop", "drop_path", _global_drop_path),
+                                            ("torchvision.ops.stochastic_depth", "stochastic_depth", _global_stochastic_depth)):
+        module = sys.modules.get(module_name)
+        if module is not None and hasattr(module, attribute):
+            found[module] = (attribute, patched)
+    return found
+
+
+def _global_mask(x: torch.Tensor, keep: float) -> Optional[torch.Tensor]:
+    """The global batch's per-sample keep mask, this process's rows (None: not the training batch)."""
+    rows = _state.rows
+    if rows is None or x.dim() == 0 or x.shape[0] != rows.numel():
+        return None
+    return x.new_empty((_state.global_rows, *([1] * (x.dim() - 1)))).bernoulli_(keep)[rows]
+
+
+def _global_drop_path(x: torch.Tensor, drop_prob: float = 0.0, training: bool = False, scale_by_keep: bool = True) -> torch.Tensor:
+    """timm.layers.drop.drop_path, drawing for the global batch (the same arguments, the same draw on one process)."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep = 1 - drop_prob
+    mask = _global_mask(x, keep)
+    if mask is None:
+        return _ORIGINAL["drop_path"](x, drop_prob, training, scale_by_keep)
+    if keep > 0.0 and scale_by_keep:
+        mask.div_(keep)
+    return x * mask
+
+
+def _global_stochastic_depth(input: torch.Tensor, p: float, mode: str, training: bool = True) -> torch.Tensor:
+    """torchvision.ops.stochastic_depth, drawing for the global batch in row mode (batch mode draws one
+    value for everyone: identical on every process already)."""
+    if not training or p == 0.0 or mode != "row":
+        return _ORIGINAL["stochastic_depth"](input, p, mode, training)
+    keep = 1.0 - p
+    mask = _global_mask(input, keep)
+    if mask is None:
+        return _ORIGINAL["stochastic_depth"](input, p, mode, training)
+    if keep > 0.0:
+        mask.div_(keep)
+    return input * mask
 
 
 def _global_batch_norm(
