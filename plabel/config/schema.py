@@ -275,6 +275,11 @@ class TrainConfig:
         "torch.compile the model for training and scoring: the first step (and the first scoring batch) compile, "
         "which the run reports; worth it for long runs on GPUs",
     )
+    compile_backend: str = _f(
+        "inductor",
+        "torch.compile's backend with train.compile: inductor (generates kernels; on CPU it needs a C compiler), "
+        "aot_eager (traces without generating code: a check that the model compiles), or any torch._dynamo backend",
+    )
     sync_batchnorm: bool = _f(
         True,
         "with several processes, BatchNorm normalises with the global batch's statistics (one all-reduce per "

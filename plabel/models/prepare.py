@@ -153,5 +153,7 @@ def load_run_model(run_dir: Path, cfg: RunConfig, info: dict[str, Any]) -> tuple
 
     spec = InputSpec.from_dict(info["input"]) if "input" in info else plain_spec(info["channels"], tuple(info["image_size"]))
     model = build_model(cfg.model.name, spec.channels, info["num_classes"], dropout=cfg.model.dropout)
-    model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+    from plabel.models.state import plain
+
+    model.load_state_dict(plain(load_file(str(run_dir / "model.safetensors"))))  # plain keys, from a compiled run too
     return model, spec

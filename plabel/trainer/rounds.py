@@ -29,6 +29,7 @@ from plabel.distributed.global_batch import split_range
 from plabel.distributed.processes import on_main, print_once
 from plabel.method.selection import Selection
 from plabel.models.prepare import PreparedModel, fresh_model
+from plabel.models.state import save_weights
 from plabel.trainer.checkpointer import STATE_FILE, Checkpointer, RunState
 from plabel.trainer.faults import Preempted, fault_point, stop_requested
 from plabel.trainer.loop import RoundPosition, TrainPlan, train_round
@@ -134,7 +135,7 @@ class RoundRunner:
             model = model.to(memory_format=torch.channels_last)
         self.model, self.optimizer = accelerator.prepare(model, make_optimizer(cfg, model))
         if cfg.train.compile:  # compiled around DDP; unwrap_model keeps the compiled wrapper for scoring
-            self.model = torch.compile(self.model)
+            self.model = torch.compile(self.model, backend=cfg.train.compile_backend)
         self.teacher: Optional[AveragedModel] = None
         if cfg.pseudo.teacher == "ema":  # scores the pool; saved in every checkpoint, so resuming replays it
             unwrapped = accelerator.unwrap_model(self.model)
@@ -307,7 +308,7 @@ class RoundRunner:
         """Final weights, summary.json, the closing lines; returns the summary."""
         accelerator, rows = self.accelerator, self.state.rows
         accelerator.wait_for_everyone()
-        accelerator.save_model(self.model, self.out_dir)  # model.safetensors, main process only
+        save_weights(accelerator, self.model, self.out_dir / "model.safetensors")  # plain keys, compiled or not
         baseline = rows[0]["test_accuracy"]
         # CPU seconds of this session (not of earlier, interrupted ones), summed over processes:
         # what a sweep over many runs reports as its cost.

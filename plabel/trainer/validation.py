@@ -18,7 +18,7 @@ from accelerate import Accelerator
 from torch.utils.data import Dataset
 
 from plabel.distributed.collectives import gather_concat
-from plabel.distributed.processes import on_main
+from plabel.models.state import save_weights
 from plabel.method.scores import fit_temperature
 from plabel.trainer.scoring_pass import ScorePlan, accuracy, score_dataset, score_shard
 
@@ -72,14 +72,7 @@ def after_round(
                      f"{100 * val_accuracy:.2f}% ({n_val} validation images: differences under ~{spread:.0f} points may be noise)")
     if val_accuracy >= best.val_accuracy:
         best = Best(round_index, val_accuracy)
-        state = accelerator.get_state_dict(model)
-
-        def save() -> None:
-            from safetensors.torch import save_file
-
-            save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(out_dir / BEST_FILE))
-
-        on_main(accelerator, save)
+        save_weights(accelerator, model, out_dir / BEST_FILE)
     return best, notes
 
 

@@ -115,7 +115,9 @@ def load_run(folder: Union[str, Path], checkpoint: str = "final", device: Option
     channels = InputSpec.from_dict(info["input"]).channels if "input" in info else info["channels"]
     model = build_model(cfg.model.name, channels, info["num_classes"], dropout=cfg.model.dropout)
     try:
-        model.load_state_dict(load_file(str(weights)))
+        from plabel.models.state import plain
+
+        model.load_state_dict(plain(load_file(str(weights))))  # a checkpoint of a compiled run has prefixed keys
     except Exception as e:  # a truncated or foreign file: one line naming it
         raise ConfigError(f"checkpoint: {weights} could not be loaded into {cfg.model.name} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     model = model.to(device).eval()
