@@ -50,34 +50,41 @@ class RepeatChannels(torch.nn.Module):
         return x.expand(self.channels, -1, -1) if x.shape[-3] == 1 and self.channels != 1 else x
 
 
-def source_transform(source: ImageSource, spec: InputSpec, augment: str, train: bool, flip: bool = True) -> v2.Transform:
+def source_transform(
+    source: ImageSource, spec: InputSpec, augment: str, train: bool, flip: bool = True, moves: str = "crop"
+) -> v2.Transform:
     """The transform for images of ``source``; resizing is skipped when every image already fits."""
     fits = source.uniform_size and tuple(source.image_size) == tuple(spec.size)
-    return build_transform(source.channels, spec, augment, train, resize=not fits, flip=flip)
+    return build_transform(source.channels, spec, augment, train, resize=not fits, flip=flip, moves=moves)
 
 
 def build_transform(
-    data_channels: int, spec: InputSpec, augment: str, train: bool, resize: bool = True, flip: bool = True
+    data_channels: int, spec: InputSpec, augment: str, train: bool, resize: bool = True, flip: bool = True,
+    moves: str = "crop",
 ) -> v2.Transform:
     """uint8 (C, H, W) image -> normalised float32 model input, augmented when ``train``.
 
     Grey data (``data_channels`` 1) gets small affine moves (digits keep their class under small
-    shifts and rotations, not under flips); colour data gets crop + flip. Evaluation resizes the
-    shorter side and centre-crops, deterministically. ``resize`` False: images already have
-    ``spec.size`` (a same-size source), so the pipeline is exactly the no-resize one.
+    shifts and rotations, not under flips); colour data gets crop + flip (``moves`` "crop", the
+    CIFAR recipe) or the digits' affine moves (``moves`` "affine", or the level "affine"): glyphs,
+    shapes and signs move, they are not cropped. ``flip`` False: no flips anywhere. Evaluation
+    resizes the shorter side and centre-crops, deterministically. ``resize`` False: images already
+    have ``spec.size`` (a same-size source), so the pipeline is exactly the no-resize one.
     """
+    if augment == "affine":
+        augment, moves = "light", "affine"
     interpolation = InterpolationMode(spec.interpolation)
     h, w = spec.size
     steps: list[Any] = []
     augmenting = train and augment != "none"
     large_colour = data_channels != 1 and max(h, w) > SMALL_IMAGE
-    if augmenting and large_colour and augment != "affine":
+    if augmenting and large_colour and moves == "crop":
         steps.append(v2.RandomResizedCrop((h, w), interpolation=interpolation, antialias=True))
     elif resize:
         shorter = round(min(h, w) / spec.crop_pct)
         steps += [v2.Resize(shorter, interpolation=interpolation, antialias=True), v2.CenterCrop((h, w))]
     if augmenting:
-        steps += _augmentations(data_channels, augment, (h, w), large_colour, flip)
+        steps += _augmentations(data_channels, augment, (h, w), large_colour, flip, moves)
     if spec.channels != data_channels:
         steps.append(RepeatChannels(spec.channels))
     steps.append(v2.ToDtype(torch.float32, scale=True))
@@ -91,7 +98,9 @@ def build_transform(
 CUTOUT_LEVELS = ("strong", "elastic", "randaugment", "trivialaugment")
 
 
-def _augmentations(data_channels: int, augment: str, size: tuple[int, int], large_colour: bool, flip: bool = True) -> list[Any]:
+def _augmentations(
+    data_channels: int, augment: str, size: tuple[int, int], large_colour: bool, flip: bool = True, moves: str = "crop"
+) -> list[Any]:
     """The random moves of one ``data.augment`` level, on the uint8 image (before cutout).
 
     Grey images (digits) keep their class under small affine moves, not under flips; colour
@@ -102,15 +111,16 @@ def _augmentations(data_channels: int, augment: str, size: tuple[int, int], larg
     """
     h, w = size
     steps: list[Any] = []
-    if data_channels == 1:
+    if data_channels == 1 or moves == "affine":
         if augment in ("strong", "elastic"):
             steps.append(v2.RandomAffine(degrees=15, translate=(0.12, 0.12), scale=(0.85, 1.15), shear=10))
         else:  # light, and the base under the policies (which add their own rotations and shears)
             steps.append(v2.RandomAffine(degrees=10, translate=(0.1, 0.1)))
-    elif augment == "affine":  # colour images moved as digits are: no crop
-        steps.append(v2.RandomAffine(degrees=10, translate=(0.1, 0.1)))
-        if flip:
-            steps.append(v2.RandomHorizontalFlip())
+        if data_channels != 1:  # colour moved as digits are: flips only when asked, jitter when strong
+            if flip:
+                steps.append(v2.RandomHorizontalFlip())
+            if augment in ("strong", "elastic"):
+                steps.append(v2.ColorJitter(0.4, 0.4, 0.4, 0.1))
     else:
         if not large_colour:
             steps.append(v2.RandomCrop((h, w), padding=max(1, min(h, w) // 8), padding_mode="reflect"))

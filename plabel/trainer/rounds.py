@@ -96,15 +96,17 @@ class RoundRunner:
         )
 
         spec, train_source = prepared.spec, splits.train_source
-        flip = cfg.data.flip if cfg.data.flip is not None else True
-        self.train_tf = source_transform(train_source, spec, cfg.data.augment, train=True, flip=flip)
+        # The pseudo batch's stronger augmentation moves images the way data.augment does (crop or affine).
+        flip, moves = cfg.data.flip if cfg.data.flip is not None else True, "affine" if cfg.data.augment == "affine" else "crop"
+        self.train_tf = source_transform(train_source, spec, cfg.data.augment, train=True, flip=flip, moves=moves)
         eval_tf = source_transform(train_source, spec, cfg.data.augment, train=False)
         test_tf = source_transform(splits.test_source, spec, cfg.data.augment, train=False)
         self.labeled = IndexedImages(train_source, splits.labeled_source_indices, self.train_tf)
         # Pseudo-labels come from the clean view (the pool's eval transform); with pseudo.augment
         # strong the loss sees a strongly augmented view of the same sample (FixMatch, Noisy Student).
         self.pseudo_tf = (
-            source_transform(train_source, spec, cfg.pseudo.augment, train=True, flip=flip) if cfg.pseudo.augment != "same" else self.train_tf
+            source_transform(train_source, spec, cfg.pseudo.augment, train=True, flip=flip, moves=moves)
+            if cfg.pseudo.augment != "same" else self.train_tf
         )
         self.labeled_views = LabeledViews(IndexedImages(train_source, splits.labeled_source_indices, eval_tf), self.labeled)
         self.pool = IndexedImages(train_source, splits.pool_source_indices, eval_tf, skip_unreadable=True)
