@@ -159,15 +159,15 @@ def test_scores_and_selection_are_byte_identical_for_any_eval_batch(world, one_p
             assert idx.tobytes() == ref_idx.tobytes() and labels.tobytes() == ref_labels.tobytes(), batch
 
 
-def _drop_path_steps(accelerator, rate):
-    """Two SGD steps of timm's test_resnet with stochastic depth (drop_path_rate ``rate``), float64."""
+def _drop_path_steps(accelerator, name, rate):
+    """Two SGD steps of a timm test network (drop_path_rate ``rate``), float64."""
     import timm
 
     from plabel.config import RunConfig
     from plabel.trainer.setup import make_optimizer
 
     torch.manual_seed(0)
-    model = Float64(timm.create_model("test_resnet", num_classes=10, in_chans=1, drop_path_rate=rate))
+    model = Float64(timm.create_model(name, num_classes=10, in_chans=1, drop_path_rate=rate))
     cfg = RunConfig()
     cfg.train.optimizer = "sgd"
     train = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=7, pseudo_batch_size=5, optimizer="sgd", lr=0.05)
@@ -180,13 +180,16 @@ def _drop_path_steps(accelerator, rate):
     return [m["train/loss"] for m in logs], {k: v.detach().numpy().copy() for k, v in accelerator.unwrap_model(model).state_dict().items()}
 
 
-@pytest.mark.parametrize("world", [pytest.param(2, marks=pytest.mark.slow), 3])  # CI time: 3 by default
-def test_stochastic_depth_draws_for_the_global_batch(world):
-    """timm's drop_path (and torchvision's stochastic_depth) keep or drop a sample alike on 1 or N processes."""
-    (one,) = run_processes(_drop_path_steps, 1, 0.5)
-    (without,) = run_processes(_drop_path_steps, 1, 0.0)
-    assert one[0] != pytest.approx(without[0], rel=1e-6)  # stochastic depth is on and changes the steps
-    losses, weights = run_processes(_drop_path_steps, world, 0.5)[0]
+@pytest.mark.parametrize("name,rate,world", [
+    ("test_resnet", 0.5, 3), pytest.param("test_resnet", 0.5, 2, marks=pytest.mark.slow),  # DropPath in its residual blocks
+    ("test_efficientnet", 0.0, 3),  # timm's fused BatchNormAct2d: normalised with the global batch too
+])
+def test_timm_stochastic_depth_and_fused_batchnorm_train_as_one_process(name, rate, world):
+    (one,) = run_processes(_drop_path_steps, 1, name, rate)
+    if rate:
+        (without,) = run_processes(_drop_path_steps, 1, name, 0.0)
+        assert one[0] != pytest.approx(without[0], rel=1e-6)  # stochastic depth is on and changes the steps
+    losses, weights = run_processes(_drop_path_steps, world, name, rate)[0]
     assert losses == pytest.approx(one[0], rel=1e-12, abs=1e-14)
-    for name, tensor in one[1].items():
-        assert np.allclose(weights[name], tensor, rtol=1e-9, atol=1e-12), name
+    for key, tensor in one[1].items():
+        assert np.allclose(weights[key], tensor, rtol=1e-9, atol=1e-12), key
