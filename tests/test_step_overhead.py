@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import traceback
 
+import pytest
 import torch
 
 from plabel.trainer.loop import RoundPosition, seed_step, step_seed
@@ -75,3 +76,23 @@ def test_batchnorm_is_patched_only_when_processes_share_statistics():
             finally:
                 rows.to = original  # type: ignore[method-assign]
         assert F.batch_norm is gb._original_batch_norm and F.dropout is gb._original_dropout
+
+
+def test_adaptive_k_is_the_largest_whose_estimate_reaches_the_target():
+    """pseudo.min_precision: bisection on k over the (surest-first) selection's mean calibrated confidence."""
+    from types import SimpleNamespace
+
+    from plabel.trainer.round_selection import adaptive_percent
+
+    n = 1000
+    confidence = torch.linspace(1.0, 0.0, n)  # position i is the i-th surest: ranking order
+    one = SimpleNamespace(num_processes=1, device=torch.device("cpu"))
+
+    def select(percent: float):
+        k = int(n * percent / 100 + 1e-9)
+        return torch.arange(k), torch.zeros(k, dtype=torch.long)
+
+    # The mean of the top k of a linear ramp is 1 - k / (2n): it reaches 0.8 up to k = 0.4 n.
+    assert adaptive_percent(one, select, confidence, 0, 60.0, 0.8) == pytest.approx(40.0, abs=0.05)
+    assert adaptive_percent(one, select, confidence, 0, 30.0, 0.8) == 30.0  # already above: the round's k
+    assert adaptive_percent(one, select, torch.zeros(n), 0, 60.0, 0.8) == pytest.approx(0.0, abs=0.02)

@@ -395,6 +395,12 @@ class PseudoConfig:
         1.0, "soft_labels: targets p^(1/T), renormalised; T < 1 sharpens (T -> 0 is the argmax), 1 keeps the teacher's"
     )
     class_balanced: bool = _f(True, "select the same fraction of each predicted class instead of one global k%")
+    min_precision: Optional[float] = _f(
+        None,
+        "adaptive k: take fewer than the round's k% when the selection's estimated precision (calibrated on the "
+        "validation images) would fall below this, down to the largest k whose estimate reaches it; None = always "
+        "the round's k%. Needs validation images (data.val_per_class)",
+    )
     eps: float = _f(1e-10, "added inside log2 so a zero probability gives a finite entropy")
     alpha_schedule: Literal["linear", "lee", "constant"] = _f(
         "constant",
@@ -432,6 +438,8 @@ class PseudoConfig:
             raise ConfigError(
                 f"pseudo.top_k_percent: has {len(ks)} values but pseudo.rounds is {self.rounds}; give one per round or a single number"
             )
+        if self.min_precision is not None and not 0 < self.min_precision < 1:
+            raise ConfigError(f"pseudo.min_precision: must be in (0, 1), got {self.min_precision}")
         for k in ks:
             if not 0 < float(k) <= 100:
                 raise ConfigError(f"pseudo.top_k_percent: {k} is outside (0, 100]")

@@ -76,7 +76,7 @@ def round_line(r: dict[str, Any]) -> str:
     if r["round_index"] == 0:
         head = f"round 0 (the supervised baseline, {r['labeled']} labeled)"
     else:
-        head = f"round {r['round_index']} (k {r['top_k_percent']:g}%)"
+        head = f"round {r['round_index']} (k {r['top_k_percent']:.4g}%)"
         p, e = r["pseudo_label_precision"], r.get("precision_estimate")
         parts.append(f"{r['pseudo_labeled']} pseudo-labels, precision {'unknown' if p is None else pct(p)}"
                      + (f" (estimated {pct(e)})" if e is not None else ""))

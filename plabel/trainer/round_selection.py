@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from accelerate import Accelerator
@@ -58,13 +58,14 @@ class SelectionRequest:
     guard: str = "none"  # "knn": never select a sample whose features are far from every labeled sample's
     guard_quantile: float = 0.05
     soft_temperature: float = 1.0  # soft pseudo-labels (with plan.probabilities): their sharpening
+    min_precision: Optional[float] = None  # adaptive k: the largest k <= percent whose estimated precision reaches it
 
     @staticmethod
     def for_round(cfg: RunConfig, round_index: int, num_classes: int, previous: Optional[Selection]) -> "SelectionRequest":
         p = cfg.pseudo
         return SelectionRequest(
             round_index, p.percent_for_round(round_index), num_classes, p.class_balanced, p.score, cfg.seed,
-            previous if p.accumulate else None, p.calibrate, p.guard, p.guard_quantile, p.soft_temperature,
+            previous if p.accumulate else None, p.calibrate, p.guard, p.guard_quantile, p.soft_temperature, p.min_precision,
         )
 
 
@@ -157,6 +158,32 @@ def prepare_plan(
     return plan, guard, metrics
 
 
+def adaptive_percent(
+    accelerator: Accelerator, select: Any, confidence: torch.Tensor, start: int, percent: float, target: float, steps: int = 12,
+) -> float:
+    """The largest k <= ``percent`` whose selection's estimated precision (mean calibrated top
+    probability) reaches ``target``, by bisection on k (each step one sharded selection and one
+    all-reduce; the estimate falls as k grows, since the ranking puts the surest first). 0 when even
+    the surest sample falls short."""
+
+    def estimate(k: float) -> float:
+        local_idx, _ = select(k)
+        sums = sum_across_processes(accelerator, torch.tensor(
+            [float(confidence[local_idx - start].double().sum()), float(local_idx.numel())], dtype=torch.float64))
+        return float(sums[0] / sums[1]) if sums[1] else math.nan
+
+    if not estimate(percent) < target:  # the round's k already reaches it (or nothing to estimate)
+        return percent
+    lo, hi = 0.0, percent
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        if estimate(mid) >= target:
+            lo = mid
+        else:
+            hi = mid
+    return round(lo, 4)
+
+
 def select_for_round(
     accelerator: Accelerator,
     model: torch.nn.Module,
@@ -194,11 +221,18 @@ def select_for_round(
     if "similarity" in columns:  # the guard: unlike every labeled sample, never selected
         guarded = ~guard.passes(columns) & torch.isfinite(ranking)
         ranking = torch.where(guarded, torch.full_like(ranking, float("nan")), ranking)
-    local_idx, local_labels = select_pseudo_labels_sharded(
-        accelerator, index, ranking, columns["prediction"], pool_size=pool_size, percent=r.percent,
-        num_classes=r.num_classes, class_balanced=r.class_balanced, previous_local=previous_local,
-        of_eligible=r.guard != "none",  # k% of what the guard lets through
-    )
+    def select(percent: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return select_pseudo_labels_sharded(
+            accelerator, index, ranking, columns["prediction"], pool_size=pool_size, percent=percent,
+            num_classes=r.num_classes, class_balanced=r.class_balanced, previous_local=previous_local,
+            of_eligible=r.guard != "none",  # k% of what the guard lets through
+        )
+
+    percent = r.percent
+    if r.min_precision is not None and "confidence" in columns:
+        percent = adaptive_percent(accelerator, select, columns["confidence"], start, r.percent, r.min_precision)
+        extra["select/adaptive_percent"] = percent
+    local_idx, local_labels = select(percent)
     selection = all_gather_selected(accelerator, local_idx, local_labels)
     if "probabilities" in columns:  # soft pseudo-labels: the picks' probabilities, in pool order too
         picked = gather_concat(accelerator, columns["probabilities"][local_idx - start])
@@ -257,7 +291,7 @@ def select_for_round(
         "select/entropy_selected_max": selected_max if sel_n else math.nan,
         "select/entropy_rest_mean": rest_sum / rest_n if rest_n else math.nan,
         "select/pool_prediction_accuracy": pool_correct / max(1, pool_size) if pool_known else math.nan,
-        "select/top_k_percent": r.percent,
+        "select/top_k_percent": percent,  # the k used: the round's, or less (pseudo.min_precision)
     }
     if "confidence" in columns:  # the mean calibrated top probability of the selected: their expected precision
         metrics["select/precision_estimate"] = conf_sum / sel_n if sel_n else math.nan

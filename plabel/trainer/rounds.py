@@ -291,7 +291,7 @@ class RoundRunner:
         precision = _finite_or_none(state.pending_metrics.get("select/pseudo_label_precision"))  # none selected: none
         row = RoundResult(
             round_index, len(self.labeled), pseudo_count, precision, acc,
-            cfg.pseudo.percent_for_round(round_index) if round_index else None,
+            state.pending_metrics.get("select/top_k_percent", cfg.pseudo.percent_for_round(round_index)) if round_index else None,
             state.pending_metrics.get("select/junk_share"), _finite_or_none(state.pending_metrics.get("select/precision_real")),
             val_acc, _finite_or_none(state.pending_metrics.get("select/precision_estimate")),
         )
