@@ -1,0 +1,146 @@
+"""Tables and the map figure from the field set's sweeps (rows named ``<set>-<budget>-<variant>``).
+
+    python -m plabel.experiments.field.report results/field/screen results/field/map \\
+        --reference cand --out docs/figures/field-map.png
+
+For every (set, budget) cell: each variant's final test accuracy (mean ± std over its seeds), its
+round 0, the gain, the pseudo-label precision and the precision estimate per round (and their mean
+absolute difference), and each variant's paired difference from ``--reference`` (same seeds).
+The figure is the map of issue 37: the reference minus its random twin, and minus the supervised
+baseline (its own round 0), against round-0 accuracy, one point per cell with the seed spread.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from plabel.config.args import SpellingsParser
+
+
+@dataclass
+class Cell:
+    """One (set, budget, variant): per seed, the run's summary."""
+
+    name: str
+    budget: int
+    variant: str
+    runs: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def values(self, key: str) -> dict[int, float]:
+        return {s: 100 * float(r[key]) for s, r in self.runs.items()}
+
+    def estimate_error(self) -> Optional[float]:
+        """Mean |estimate - measured precision| in points, over every round of every seed with both."""
+        gaps = [abs(r["precision_estimate"] - r["pseudo_label_precision"]) for run in self.runs.values() for r in run["rounds"]
+                if r.get("precision_estimate") is not None and r.get("pseudo_label_precision") is not None]
+        return 100 * statistics.fmean(gaps) if gaps else None
+
+
+def load(folders: Sequence[Path]) -> dict[tuple[str, int, str], Cell]:
+    cells: dict[tuple[str, int, str], Cell] = {}
+    for folder in folders:
+        for summary in sorted(Path(folder).glob("*/seed*/summary.json")):
+            row, seed = summary.parent.parent.name, int(summary.parent.name.removeprefix("seed"))
+            name, budget, variant = row.split("-", 2)
+            cell = cells.setdefault((name, int(budget), variant), Cell(name, int(budget), variant))
+            cell.runs[seed] = json.loads(summary.read_text())
+    return cells
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def fmt(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    m, s = mean_std(values)
+    return f"{m:.2f} ± {s:.2f}" if len(values) > 1 else f"{m:.2f}"
+
+
+def paired(a: Cell, b: Cell, key: str = "final_accuracy") -> list[float]:
+    va, vb = a.values(key), b.values(key)
+    return [va[s] - vb[s] for s in sorted(va) if s in vb]
+
+
+def table(cells: dict[tuple[str, int, str], Cell], reference: str) -> str:
+    lines = [f"| set | labels/class | variant | seeds | round 0 | final | gain | − {reference} (paired) | precision, last round | estimate error |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (name, budget, variant), cell in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] != reference, kv[0][2])):
+        ref = cells.get((name, budget, reference))
+        diff = paired(cell, ref) if ref is not None and variant != reference else []
+        last = [100 * r["rounds"][-1]["pseudo_label_precision"] for r in cell.runs.values()
+                if r["rounds"][-1].get("pseudo_label_precision") is not None]
+        error = cell.estimate_error()
+        gain = [f - b for f, b in zip(cell.values("final_accuracy").values(), cell.values("baseline_accuracy").values())]
+        lines.append(f"| {name} | {budget} | {variant} | {','.join(map(str, sorted(cell.runs)))} | {fmt(list(cell.values('baseline_accuracy').values()))} | "
+                     f"{fmt(list(cell.values('final_accuracy').values()))} | {fmt(gain)} | {fmt(diff) if diff else '-'} | {fmt(last)} | "
+                     f"{'-' if error is None else f'{error:.1f}'} |")
+    return "\n".join(lines)
+
+
+def map_points(cells: dict[tuple[str, int, str], Cell], reference: str, twin: str) -> list[dict[str, Any]]:
+    points = []
+    for (name, budget, variant), cell in sorted(cells.items()):
+        if variant != reference:
+            continue
+        rnd = cells.get((name, budget, twin))
+        base = list(cell.values("baseline_accuracy").values())
+        vs_random = paired(cell, rnd) if rnd is not None else []
+        vs_base = [f - b for f, b in zip(cell.values("final_accuracy").values(), cell.values("baseline_accuracy").values())]
+        points.append({"set": name, "budget": budget, "round0": mean_std(base), "vs_random": mean_std(vs_random) if vs_random else None,
+                       "vs_baseline": mean_std(vs_base), "seeds": len(cell.runs), "random_seeds": len(vs_random)})
+    return points
+
+
+def figure(points: list[dict[str, Any]], path: Path, reference: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    for ax, key, title in ((axes[0], "vs_random", f"{reference} − random picks of the same counts"),
+                           (axes[1], "vs_baseline", f"{reference} − its round 0 (supervised baseline)")):
+        for p in points:
+            if p[key] is None:
+                continue
+            (x, xs), (y, ys) = p["round0"], p[key]
+            ax.errorbar(x, y, xerr=xs, yerr=ys, fmt="o", capsize=3)
+            ax.annotate(f"{p['set']} {p['budget']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("round-0 test accuracy (%): the teacher's strength")
+        ax.set_ylabel("points of final test accuracy")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = SpellingsParser(prog="python -m plabel.experiments.field.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", help="sweep folders (their <row>/seed<k>/summary.json)")
+    parser.add_argument("--reference", default="cand", help="the variant others are compared with (default: cand)")
+    parser.add_argument("--twin", default="cand_random", help="the reference's random twin (default: cand_random)")
+    parser.add_argument("--out", default=None, help="the map figure (PNG); its points go beside it as JSON")
+    args = parser.parse_args(argv)
+    cells = load([Path(f) for f in args.folders])
+    print(table(cells, args.reference))
+    points = map_points(cells, args.reference, args.twin)
+    if args.out:
+        figure(points, Path(args.out), args.reference)
+        Path(args.out).with_suffix(".json").write_text(json.dumps(points, indent=1) + "\n")
+    for p in points:
+        if p["vs_random"] is not None:
+            print(f"{p['set']:14s} {p['budget']:3d}: round 0 {p['round0'][0]:6.2f}  − random {p['vs_random'][0]:+6.2f} ± {p['vs_random'][1]:.2f} "
+                  f"({p['random_seeds']} seeds)  − baseline {p['vs_baseline'][0]:+6.2f} ± {p['vs_baseline'][1]:.2f}")
+    return 0 if not any(math.isnan(p["round0"][0]) for p in points) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
