@@ -136,9 +136,11 @@ class DataConfig:
         "kinds of junk, in turn: gaussian/uniform noise, blank/saturated images, shuffled (a digit's pixels "
         "permuted), letters (another domain), shapes (geometric), fragments (a zoomed-in piece of a digit)",
     )
-    augment: Literal["none", "light", "affine", "strong", "elastic", "randaugment", "trivialaugment"] = _f(
+    augment: Literal["auto", "none", "light", "affine", "strong", "elastic", "randaugment", "trivialaugment"] = _f(
         "light",
-        "training augmentation: none; light = small affine (grey images, e.g. digits) / crop + flip (colour: padded "
+        "training augmentation: auto = round 0 trained with light (grey) / affine (colour) and with none, the one the "
+        "validation images prefer kept (needs validation images; costs one more round 0); none; "
+        "light = small affine (grey images, e.g. digits) / crop + flip (colour: padded "
         "random crop up to 64 px, random-resized crop above); affine = light's small affine moves for colour images "
         "too (shifts and turns, no crop); strong: larger moves (colour jitter) and cutout; "
         "elastic: strong + an elastic distortion (digits; about 3x strong's CPU time per image); randaugment / "

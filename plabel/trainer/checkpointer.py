@@ -145,6 +145,7 @@ class RunState:
     num_processes: int = 1
     config: dict[str, Any] = field(default_factory=dict)
     best: dict[str, Any] = field(default_factory=dict)  # the best round by validation so far (validation.Best)
+    choices: dict[str, Any] = field(default_factory=dict)  # what the run chose from its data (data.augment auto)
 
 
 class Checkpointer:

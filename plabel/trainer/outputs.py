@@ -10,8 +10,11 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from plabel.config import RunConfig
+from plabel.config.load import flatten
 from plabel.data.splits import Splits
 from plabel.data.unlabeled import UNLABELED
+from plabel.distributed.global_batch import split_range
 from plabel.method.selection import Selection
 from plabel.trainer.round_selection import RoundSelection
 from plabel.trainer.tracking import RunLogger
@@ -159,3 +162,23 @@ def log_selection_media(
         for r in rows.tolist()
     ]
     logger.log_selection_media(round_index, step, picked.histogram_edges, picked.histograms, samples, splits.class_names)
+
+
+def config_line(resolved: dict[str, Any], out_dir: Path) -> str:
+    """One line: the options this run sets that differ from plabel's defaults (config.yaml has all)."""
+    defaults = flatten(RunConfig().to_dict())
+    ignore = ("output_dir", "train.mixed_precision", "verbose")
+    changed = [f"{k}={v}" for k, v in flatten(resolved).items() if k not in ignore and defaults.get(k, object()) != v]
+    return f"config: {', '.join(changed) if changed else 'the defaults'} (all of it: {out_dir / 'config.yaml'}; --verbose prints it)"
+
+
+def batch_note(cfg: RunConfig, world: int) -> str:
+    """The printed line that says batch sizes are global (they were per process before 0.2)."""
+    def split(total: int) -> str:
+        return "/".join(str(len(split_range(total, world, r))) for r in range(world))
+
+    note = (f"batches are global: each step trains the whole job on {cfg.train.batch_size} labeled + "
+            f"{cfg.train.pseudo_batch_size} pseudo-labeled samples")
+    if world > 1:
+        note += f" (per process: {split(cfg.train.batch_size)} + {split(cfg.train.pseudo_batch_size)})"
+    return note

@@ -21,19 +21,26 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from plabel.config import RunConfig
 from plabel.config.defaults_history import changed_defaults_note, unaugmented_data_note
-from plabel.config.load import flatten
 from plabel.data.splits import IndexedImages, SoftTargets, Splits
 from plabel.data.transforms import source_transform
 from plabel.distributed.collectives import sum_across_processes
-from plabel.distributed.global_batch import split_range
 from plabel.distributed.processes import on_main, print_once
 from plabel.method.selection import Selection
 from plabel.models.prepare import PreparedModel, fresh_model
 from plabel.models.state import save_weights
+from plabel.trainer.augment_choice import AUTO, candidates, choice_line, choose
 from plabel.trainer.checkpointer import STATE_FILE, Checkpointer, RunState
 from plabel.trainer.faults import Preempted, fault_point, stop_requested
 from plabel.trainer.loop import RoundPosition, TrainPlan, train_round
-from plabel.trainer.outputs import RoundResult, closing_lines, log_selection_media, round_line, write_pseudo_labels
+from plabel.trainer.outputs import (
+    RoundResult,
+    batch_note,
+    closing_lines,
+    config_line,
+    log_selection_media,
+    round_line,
+    write_pseudo_labels,
+)
 from plabel.trainer.round_selection import LabeledViews, SelectionRequest, select_for_round
 from plabel.trainer.run_dir import RunDir
 from plabel.trainer.scoring_cache import ScoreCache
@@ -45,26 +52,6 @@ from plabel.trainer.validation import Best, after_round, best_line, validation_a
 
 def _finite_or_none(value: Optional[float]) -> Optional[float]:
     return value if value is not None and math.isfinite(value) else None
-
-
-def config_line(resolved: dict[str, Any], out_dir: Path) -> str:
-    """One line: the options this run sets that differ from plabel's defaults (config.yaml has all)."""
-    defaults = flatten(RunConfig().to_dict())
-    ignore = ("output_dir", "train.mixed_precision", "verbose")
-    changed = [f"{k}={v}" for k, v in flatten(resolved).items() if k not in ignore and defaults.get(k, object()) != v]
-    return f"config: {', '.join(changed) if changed else 'the defaults'} (all of it: {out_dir / 'config.yaml'}; --verbose prints it)"
-
-
-def batch_note(cfg: RunConfig, world: int) -> str:
-    """The printed line that says batch sizes are global (they were per process before 0.2)."""
-    def split(total: int) -> str:
-        return "/".join(str(len(split_range(total, world, r))) for r in range(world))
-
-    note = (f"batches are global: each step trains the whole job on {cfg.train.batch_size} labeled + "
-            f"{cfg.train.pseudo_batch_size} pseudo-labeled samples")
-    if world > 1:
-        note += f" (per process: {split(cfg.train.batch_size)} + {split(cfg.train.pseudo_batch_size)})"
-    return note
 
 
 class RoundRunner:
@@ -96,12 +83,19 @@ class RoundRunner:
         )
 
         spec, train_source = prepared.spec, splits.train_source
+        # auto: round 0 tries the augmented candidate and none (plabel.trainer.augment_choice).
+        augment = candidates(train_source.channels)[0] if cfg.data.augment == AUTO else cfg.data.augment
         # The pseudo batch's stronger augmentation moves images the way data.augment does (crop or affine).
-        flip, moves = cfg.data.flip if cfg.data.flip is not None else True, "affine" if cfg.data.augment == "affine" else "crop"
-        self.train_tf = source_transform(train_source, spec, cfg.data.augment, train=True, flip=flip, moves=moves)
-        eval_tf = source_transform(train_source, spec, cfg.data.augment, train=False)
-        test_tf = source_transform(splits.test_source, spec, cfg.data.augment, train=False)
+        flip = cfg.data.flip if cfg.data.flip is not None else augment != "affine"
+        moves = "affine" if augment == "affine" else "crop"
+        self.train_tf = source_transform(train_source, spec, augment, train=True, flip=flip, moves=moves)
+        eval_tf = source_transform(train_source, spec, "none", train=False)
+        test_tf = source_transform(splits.test_source, spec, "none", train=False)
         self.labeled = IndexedImages(train_source, splits.labeled_source_indices, self.train_tf)
+        self.labeled_by_level = {augment: self.labeled,
+                                 "none": IndexedImages(train_source, splits.labeled_source_indices, eval_tf)}
+        if cfg.data.augment == AUTO and not splits.val_source_indices.numel():
+            print_once(accelerator, f"note: data.augment auto needs validation images to choose; without them it is {augment}")
         # Pseudo-labels come from the clean view (the pool's eval transform); with pseudo.augment
         # strong the loss sees a strongly augmented view of the same sample (FixMatch, Noisy Student).
         self.pseudo_tf = (
@@ -162,6 +156,8 @@ class RoundRunner:
         loaded, self.selection = self.checkpointer.restore(checkpoint)
         self.state = RunState(**{**loaded, "num_processes": accelerator.num_processes, "config": resolved})
         self.best = Best.from_state(self.state.best)
+        if "data.augment" in self.state.choices:  # chosen at round 0 (auto): the labeled batch keeps it
+            self.labeled = self.labeled_by_level[self.state.choices["data.augment"]]
         if loaded["num_processes"] != accelerator.num_processes:
             print_once(accelerator,
                 f"note: checkpoint written by {loaded['num_processes']} processes, resuming with "
@@ -249,6 +245,19 @@ class RoundRunner:
         if stop:
             raise Preempted(f"stopped at global step {position.global_step}")
 
+    def _choose_augment(self, plan: TrainPlan) -> RoundPosition:
+        """data.augment auto: round 0 with each candidate from the same weights; the winner stays."""
+        winner, trials, position = choose(self.accelerator, self.model, self.optimizer, self.labeled_by_level, None, plan,
+                                          RoundPosition(**self.state.position), self.val, self.score_plan, lambda m, s: None)
+        self.labeled = self.labeled_by_level[winner.level]
+        self.state.choices["data.augment"] = winner.level
+        if self.teacher is not None:  # the EMA teacher starts from the chosen round 0's weights
+            self.teacher.module.load_state_dict(self.accelerator.unwrap_model(self.model).state_dict())
+        for t in trials:
+            self.state.pending_metrics[f"round/val_accuracy_{t.level}"] = t.val_accuracy
+        print_once(self.accelerator, choice_line(winner, trials, len(self.val)))  # type: ignore[arg-type]
+        return position
+
     def train_and_evaluate(self, round_index: int) -> None:
         """Train the rest of the round, test, log the round's row and checkpoint its end."""
         cfg, accelerator, state, selection = self.cfg, self.accelerator, self.state, self.selection
@@ -263,10 +272,13 @@ class RoundRunner:
         plan = self.plan_round0 if round_index == 0 else self.plan
         self.checkpointer.epochs_per_round = plan.train.epochs
         try:
-            position = train_round(
-                accelerator, self.model, self.optimizer, self.labeled, pseudo, plan, RoundPosition(**state.position),
-                self.logger.log, self._after_step, step_times,
-            )
+            if round_index == 0 and cfg.data.augment == AUTO and "data.augment" not in state.choices and self.val is not None:
+                position = self._choose_augment(plan)
+            else:
+                position = train_round(
+                    accelerator, self.model, self.optimizer, self.labeled, pseudo, plan, RoundPosition(**state.position),
+                    self.logger.log, self._after_step, step_times,
+                )
         except Preempted:
             self.logger.close(preempted=True)
             raise

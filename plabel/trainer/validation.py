@@ -18,8 +18,8 @@ from accelerate import Accelerator
 from torch.utils.data import Dataset
 
 from plabel.distributed.collectives import gather_concat
-from plabel.models.state import save_weights
 from plabel.method.scores import fit_temperature
+from plabel.models.state import save_weights
 from plabel.trainer.scoring_pass import ScorePlan, accuracy, score_dataset, score_shard
 
 BEST_FILE = "model_best.safetensors"
