@@ -69,6 +69,20 @@ R0 = {
     "strong-24": {"data.augment": "strong", "train.round0_epochs": 24},
 }
 
+# The screen (issue 32): the candidate default and the arms of issue 37's map, one budget a set.
+# cand: data.augment auto (round 0 with and without augmentation, validation chooses), round 0 of
+# 24 epochs, validation held out (the new default), 0.3's k, alpha and strong pseudo batch.
+CAND = {"data.augment": "auto", "train.round0_epochs": 24}
+SCREEN = {
+    "cand": CAND,
+    "cand_random": {**CAND, "pseudo.score": "random"},
+    "cand_minprec": {**CAND, "pseudo.min_precision": 0.9},
+    "cand_takeall": {**CAND, "pseudo.top_k_percent": [100, 100, 100, 100]},
+    "cand_k02": {**CAND, "pseudo.top_k_percent": [20, 40, 60, 80]},
+    "v03": {"data.augment": "light", "data.val_per_class": 0},  # 0.3.0's default as it shipped
+}
+PRIMARY = {"mnist": 10, "letters": 10, "shapes": 30, "textures": 10, "house": 10, "colour_digits": 10, "signs": 10}
+
 GRIDS = {
     "field-aug0": lambda: grid(
         "field-aug0", "Round 0 only: the augmentation each field set's labeled images want (issue 32).",
@@ -76,6 +90,9 @@ GRIDS = {
     "field-r0": lambda: grid(
         "field-r0", "Round 0 only, 8 or 24 epochs: the supervised baseline's length and augmentation (issue 32).",
         rows(("mnist", *FIELD), (10,), R0), (0, 1, 2), {"pseudo.rounds": 0}),
+    "field-screen": lambda: grid(
+        "field-screen", "The screen: the candidate default, its random twin, adaptive k, take-all, 0.2's k and 0.3's default (issues 32, 37).",
+        [r for name, budget in PRIMARY.items() for r in rows((name,), (budget,), SCREEN)], (0, 1, 2)),
 }
 
 
