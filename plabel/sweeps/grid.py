@@ -31,6 +31,12 @@ from plabel.config import ConfigError, load_config
 from plabel.config.load import SECTION_ALIASES, iter_fields
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# What a grid can ask to be measured on every finished run, beside its summary (plabel.sweeps.table):
+# corrupted = test accuracy of the final weights on a corrupted copy of the test set (Gaussian pixel
+# noise and small rotations, plabel.experiments.corrupted), cached in the run folder; junk_kinds =
+# the junk in the last round's selection by kind (a dirty pool); class_histogram = the last
+# selection's pseudo-labels per class (the row's last seed).
+EVALUATIONS = ("corrupted", "junk_kinds", "class_histogram")
 SLURM_KEYS = ("gpus", "cpus", "time", "max_parallel", "partition", "account", "processes")
 
 
@@ -50,6 +56,7 @@ class Grid:
     seeds: list[int]
     rows: list[Row]
     slurm: dict[str, Any] = field(default_factory=dict)
+    evaluate: list[str] = field(default_factory=list)  # extra measures of each finished run (EVALUATIONS)
 
     def row(self, name: str) -> Row:
         for row in self.rows:
@@ -87,9 +94,12 @@ def load_grid(path: str | Path, extra: Optional[dict[str, Any]] = None) -> Grid:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a grid file is a mapping with name, seeds and rows")
-    unknown = sorted(set(data) - {"name", "base", "options", "seeds", "rows", "slurm"})
+    unknown = sorted(set(data) - {"name", "base", "options", "seeds", "rows", "slurm", "evaluate"})
     if unknown:
-        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; a grid has name, base, options, seeds, rows, slurm")
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; a grid has name, base, options, seeds, rows, slurm, evaluate")
+    evaluate = data.get("evaluate") or []
+    if not isinstance(evaluate, list) or set(evaluate) - set(EVALUATIONS):
+        raise ConfigError(f"{path}: evaluate takes a list of {', '.join(EVALUATIONS)}")
     name = str(data.get("name") or path.stem)
     if not _NAME.fullmatch(name):
         raise ConfigError(f"{path}: name {name!r} must be letters, digits, '.', '_' or '-' (it names folders and the W&B group)")
@@ -122,7 +132,7 @@ def load_grid(path: str | Path, extra: Optional[dict[str, Any]] = None) -> Grid:
     slurm = data.get("slurm") or {}
     if not isinstance(slurm, dict) or set(slurm) - set(SLURM_KEYS):
         raise ConfigError(f"{path}: slurm takes {', '.join(SLURM_KEYS)}")
-    grid = Grid(path.resolve(), name, base, options, seeds, rows, slurm)
+    grid = Grid(path.resolve(), name, base, options, seeds, rows, slurm, list(evaluate))
     for row in rows:  # each row must make a valid train.py config
         try:
             load_config(base, {**grid.overrides(row), "seed": seeds[0]})

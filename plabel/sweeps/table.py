@@ -47,8 +47,56 @@ def collect(grid: Grid, out: Path) -> dict[str, Any]:
                 for i in range(rounds)
             ],
             "per_seed_final_accuracy": {str(s): summaries[s]["final_accuracy"] for s in sorted(summaries)},
+            "selected_per_round": [
+                _mean_std([float(r["rounds"][i]["pseudo_labeled"]) for r in runs if len(r["rounds"]) > i]) for i in range(rounds)
+            ],
+            **_dirty(runs, rounds),
+            **_evaluations(grid, out, row.name, sorted(summaries)),
         })
     return {"sweep": grid.name, "grid": str(grid.path), "seeds": grid.seeds, "rows": rows}
+
+
+def _per_round(runs: list[dict[str, Any]], rounds: int, key: str) -> list[list[float]]:
+    return [[float(r["rounds"][i][key]) for r in runs if len(r["rounds"]) > i and r["rounds"][i].get(key) is not None]
+            for i in range(rounds)]
+
+
+def _dirty(runs: list[dict[str, Any]], rounds: int) -> dict[str, Any]:
+    """A pool with junk (data.junk_share): per round, the junk share of the selection (mean and worst
+    seed) and the precision on the real samples selected. Nothing for a clean pool."""
+    junk = _per_round(runs, rounds, "junk_share")
+    if not any(junk):
+        return {}
+    return {"junk_share_per_round": [_mean_std(v) for v in junk],
+            "junk_share_worst_per_round": [max(v) if v else None for v in junk],
+            "precision_real_per_round": [_mean_std(v) for v in _per_round(runs, rounds, "precision_real")]}
+
+
+def _evaluations(grid: Grid, out: Path, row: str, seeds: list[int]) -> dict[str, Any]:
+    """The grid's extra measures of each finished run (grid ``evaluate``), computed once per run."""
+    found: dict[str, Any] = {}
+    if not seeds:
+        return found
+    folders = [run_dir(out, row, s) for s in seeds]
+    if "corrupted" in grid.evaluate:
+        from plabel.experiments.corrupted import cached_corrupted_accuracy
+
+        found["corrupted_accuracy"] = _mean_std([cached_corrupted_accuracy(f) for f in folders])
+    last = max((int(p.stem[-2:]) for p in folders[-1].glob("pseudo_labels_round*.csv")), default=None)
+    if "junk_kinds" in grid.evaluate and last is not None:
+        from plabel.experiments.ablation import junk_kinds_selected
+
+        kinds: dict[str, int] = {}
+        for f in folders:
+            for kind, n in junk_kinds_selected(f, last).items():
+                kinds[kind] = kinds.get(kind, 0) + n
+        if any(kinds.values()) or any(True for _ in folders[-1].glob("pseudo_labels_round*.csv")):
+            found["junk_kinds_last_round"] = kinds
+    if "class_histogram" in grid.evaluate and last is not None:
+        with open(folders[-1] / f"pseudo_labels_round{last:02d}.csv", newline="") as f:
+            labels = [int(r["pseudo_label"]) for r in csv.DictReader(f)]
+        found["class_histogram_last_round"] = [labels.count(c) for c in range(max(labels, default=-1) + 1)]
+    return found
 
 
 def _pct(ms: Optional[list[float]]) -> str:
@@ -71,6 +119,33 @@ def markdown(table: dict[str, Any]) -> str:
         per_round = " / ".join("-" if ms is None else f"{100 * ms[0]:.2f}" for ms in r["accuracy_per_round"])
         precision = " / ".join("-" if ms is None else f"{100 * ms[0]:.1f}" for ms in r["precision_per_round"])
         lines.append(f"| {r['row']} | {r['description']} | {_seeds(r)} | {_pct(r['final_accuracy'])} | {per_round or '-'} | {precision or '-'} |")
+    if any("corrupted_accuracy" in r for r in table["rows"]):
+        lines += ["", "Final weights on the corrupted test set (Gaussian pixel noise and small rotations; plabel.experiments.corrupted):", "",
+                  "| row | corrupted accuracy |", "|---|---|"]
+        lines += [f"| {r['row']} | {_pct(r.get('corrupted_accuracy'))} |" for r in table["rows"] if "corrupted_accuracy" in r]
+    if any("junk_share_per_round" in r for r in table["rows"]):
+        lines += ["", "Dirty pool, per round 1 … (junk share of the selection: mean of seeds and worst seed; precision on the "
+                  "real samples selected, and pseudo-labels selected: mean of seeds):", "",
+                  "| row | junk share of selection (%) | worst seed (%) | precision on real samples (%) | selected |", "|---|---|---|---|---|"]
+        for r in table["rows"]:
+            if "junk_share_per_round" not in r:
+                continue
+            later = slice(1, None)  # round 0 selects nothing
+            junk = " / ".join("-" if ms is None else f"{100 * ms[0]:.2f}" for ms in r["junk_share_per_round"][later])
+            worst = " / ".join("-" if v is None else f"{100 * v:.2f}" for v in r["junk_share_worst_per_round"][later])
+            real = " / ".join("-" if ms is None else f"{100 * ms[0]:.1f}" for ms in r["precision_real_per_round"][later])
+            selected = " / ".join("-" if ms is None else f"{ms[0]:.0f}" for ms in r["selected_per_round"][later])
+            lines.append(f"| {r['row']} | {junk} | {worst} | {real} | {selected} |")
+    kinds = next((list(r["junk_kinds_last_round"]) for r in table["rows"] if r.get("junk_kinds_last_round")), None)
+    if kinds and any("junk_share_per_round" in r for r in table["rows"]):
+        lines += ["", "Junk in the last round's selection, by kind (all seeds together):", "",
+                  f"| row | {' | '.join(kinds)} |", "|---|" + "---|" * len(kinds)]
+        lines += [f"| {r['row']} | {' | '.join(str(r['junk_kinds_last_round'].get(k, 0)) for k in kinds)} |"
+                  for r in table["rows"] if "junk_kinds_last_round" in r]
+    if any("class_histogram_last_round" in r for r in table["rows"]):
+        lines += ["", "Pseudo-labels per class in the last round's selection (the row's last seed):", "", "| row | class 0 … |", "|---|---|"]
+        lines += [f"| {r['row']} | {' '.join(map(str, r['class_histogram_last_round']))} |"
+                  for r in table["rows"] if "class_histogram_last_round" in r]
     if not all(r["complete"] for r in table["rows"]):
         lines += ["", "Rows marked **n of m** are missing seeds: their means are over the seeds that finished only."]
     return "\n".join(lines) + "\n"
