@@ -4,6 +4,7 @@ and the W&B selection media. Main process only (callers go through the seam)."""
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -182,3 +183,17 @@ def batch_note(cfg: RunConfig, world: int) -> str:
     if world > 1:
         note += f" (per process: {split(cfg.train.batch_size)} + {split(cfg.train.pseudo_batch_size)})"
     return note
+
+
+def unreadable_note(splits: Splits, new: list[int], round_index: int) -> Optional[str]:
+    """The warning naming pool images that could not be decoded, the first time they are found."""
+    if not new:
+        return None
+    source, indices = splits.train_source, splits.pool_source_indices
+    names = [source.describe(int(indices[p])) for p in new[:5]]
+    more = f" and {len(new) - 5} more (summary.json lists them)" if len(new) > 5 else ""
+    return f"warning: round {round_index}: skipped {len(new)} unreadable pool image(s): {'; '.join(names)}{more}"
+
+
+def finite_or_none(value: Optional[float]) -> Optional[float]:
+    return value if value is not None and math.isfinite(value) else None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -37,8 +36,10 @@ from plabel.trainer.outputs import (
     batch_note,
     closing_lines,
     config_line,
+    finite_or_none,
     log_selection_media,
     round_line,
+    unreadable_note,
     write_pseudo_labels,
 )
 from plabel.trainer.round_selection import LabeledViews, SelectionRequest, select_for_round
@@ -48,10 +49,6 @@ from plabel.trainer.scoring_pass import ScorePlan, accuracy, score_dataset
 from plabel.trainer.setup import loader_options, make_optimizer, reset_optimizer, run_facts
 from plabel.trainer.trackers import Replay, start_trackers, truncate_metrics
 from plabel.trainer.validation import Best, after_round, best_line, validation_accuracy
-
-
-def _finite_or_none(value: Optional[float]) -> Optional[float]:
-    return value if value is not None and math.isfinite(value) else None
 
 
 class RoundRunner:
@@ -209,25 +206,17 @@ class RoundRunner:
             first_step = self.state.position["global_step"] + 1
             log_selection_media(self.logger, round_index, first_step, self.splits, picked)
             self.logger.log_pseudo_labels(round_index, first_step, csv_path, cfg.tracking.table_rows)
-            self._note_unreadable(picked.unreadable, round_index)
+            known = set(self.state.unreadable_pool)
+            self.state.unreadable_pool = sorted(known | set(picked.unreadable.tolist()))
+            note = unreadable_note(self.splits, sorted(set(picked.unreadable.tolist()) - known), round_index)
+            if note:
+                print_once(accelerator, note)
             if cfg.pseudo.reinit_model:
                 accelerator.unwrap_model(self.model).load_state_dict(fresh_model(cfg, self.prepared, round_index))
             reset_optimizer(self.optimizer)
         self.state.position = dataclasses.asdict(RoundPosition(round_index, global_step=self.state.position["global_step"]))
         self.state.pending_metrics = pending
         self.state.mid_round = True
-
-    def _note_unreadable(self, positions: torch.Tensor, round_index: int) -> None:
-        """Name the pool images that could not be decoded (the first time they are found)."""
-        new = sorted(set(positions.tolist()) - set(self.state.unreadable_pool))
-        if not new:
-            return
-        self.state.unreadable_pool = sorted(self.state.unreadable_pool + new)
-        source, indices = self.splits.train_source, self.splits.pool_source_indices
-        names = [source.describe(int(indices[p])) for p in new[:5]]
-        more = f" and {len(new) - 5} more (summary.json lists them)" if len(new) > 5 else ""
-        print_once(self.accelerator,
-            f"warning: round {round_index}: skipped {len(new)} unreadable pool image(s): {'; '.join(names)}{more}")
 
     def _after_step(self, position: RoundPosition, epoch_ended: bool) -> None:
         """EMA teacher, fault hook, the checkpoint the checkpointer asks for, and the preemption stop."""
@@ -300,12 +289,12 @@ class RoundRunner:
              **({"round/val_accuracy": val_acc} if val_acc is not None else {})},
             position.global_step,
         )
-        precision = _finite_or_none(state.pending_metrics.get("select/pseudo_label_precision"))  # none selected: none
+        precision = finite_or_none(state.pending_metrics.get("select/pseudo_label_precision"))  # none selected: none
         row = RoundResult(
             round_index, len(self.labeled), pseudo_count, precision, acc,
             state.pending_metrics.get("select/top_k_percent", cfg.pseudo.percent_for_round(round_index)) if round_index else None,
-            state.pending_metrics.get("select/junk_share"), _finite_or_none(state.pending_metrics.get("select/precision_real")),
-            val_acc, _finite_or_none(state.pending_metrics.get("select/precision_estimate")),
+            state.pending_metrics.get("select/junk_share"), finite_or_none(state.pending_metrics.get("select/precision_real")),
+            val_acc, finite_or_none(state.pending_metrics.get("select/precision_estimate")),
         )
         state.rows.append(dataclasses.asdict(row))
         print_once(accelerator, round_line(state.rows[-1]))  # the table comes once, at the end
