@@ -15,7 +15,7 @@ from plabel.config import ConfigError, load_config
 from plabel.data.junk import JUNK, JUNK_KINDS, JunkedSource, junk_count
 from plabel.data.splits import make_splits
 from plabel.data.transforms import build_transform, plain_spec
-from plabel.experiments.ablation import junk_kinds_selected
+from plabel.sweeps.evaluations import junk_kinds_selected
 from plabel.method.scores import energy, fit_temperature, nearest_neighbours, ranking_scores
 from plabel.method.selection import select_pseudo_labels
 from plabel.trainer.round_selection import Guard

@@ -98,13 +98,15 @@ def test_every_option_in_a_command_exists(page):
             continue
         if w == "plabel":
             command = words[i + 1] if i + 1 < len(words) else ""
+            start = i + 2
             if command in ("score", "export", "sweep"):
                 known = _command_options(command)
             elif command == "train":
                 known = train
+            elif command == "launch" and "train.py" in words[i:]:  # accelerate's options, then train.py's
+                known, start = train, words.index("train.py", i) + 1
             else:
                 continue
-            start = i + 2
         else:
             known, start = train, i + 1
         unknown += [f"{' '.join(words[: i + 2])}: {o}" for o in _options_after(words, start) if o not in known]
@@ -194,7 +196,7 @@ def test_experiment_and_benchmark_commands_take_both_spellings(module, argv, mon
     assert captured["args"] is not None
 
 
-@pytest.mark.parametrize("command", ["train", "score", "export", "sweep", "report"])
+@pytest.mark.parametrize("command", ["train", "score", "export", "sweep", "report", "launch"])
 def test_every_command_prints_its_help(command, capsys):
     """--help of every plabel command (a stray % in a help string once made `plabel sweep --help` crash)."""
     from plabel.cli import main

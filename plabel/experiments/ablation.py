@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import csv
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -74,28 +73,6 @@ def row_overrides(row: str, epochs: int) -> list[str]:
     if row == "supervised":  # the same number of optimizer steps, all in round 0
         overrides += ["--train.epochs", str(epochs * (ROUNDS + 1))]
     return overrides
-
-
-def junk_kinds_selected(run_dir: Path, round_index: int) -> dict[str, int]:
-    """How many junk images of each kind a run's round selected (the pseudo-label CSV names pool
-    rows by source index; the run's own config rebuilds the dirty source that says which kind
-    each junk index is)."""
-    from plabel.config import load_config
-    from plabel.data.junk import JUNK, JunkedSource
-    from plabel.data.splits import make_splits
-
-    cfg = load_config(run_dir / "config.yaml")
-    source = make_splits(cfg.data, cfg.seed).train_source
-    counts = {kind: 0 for kind in cfg.data.junk_kinds}
-    path = run_dir / f"pseudo_labels_round{round_index:02d}.csv"
-    if not isinstance(source, JunkedSource) or not path.is_file():
-        return counts
-    base = len(source.base.labels)
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            if int(r["true_label"]) == JUNK:
-                counts[source.kind(int(r["source_index"]) - base)] += 1
-    return counts
 
 
 def grid_spec(args: argparse.Namespace) -> dict[str, Any]:

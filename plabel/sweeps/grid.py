@@ -33,7 +33,7 @@ from plabel.config.load import SECTION_ALIASES, iter_fields
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # What a grid can ask to be measured on every finished run, beside its summary (plabel.sweeps.table):
 # corrupted = test accuracy of the final weights on a corrupted copy of the test set (Gaussian pixel
-# noise and small rotations, plabel.experiments.corrupted), cached in the run folder; junk_kinds =
+# noise and small rotations, plabel.sweeps.evaluations), cached in the run folder; junk_kinds =
 # the junk in the last round's selection by kind (a dirty pool); class_histogram = the last
 # selection's pseudo-labels per class (the row's last seed).
 EVALUATIONS = ("corrupted", "junk_kinds", "class_histogram")

@@ -79,12 +79,12 @@ def _evaluations(grid: Grid, out: Path, row: str, seeds: list[int]) -> dict[str,
         return found
     folders = [run_dir(out, row, s) for s in seeds]
     if "corrupted" in grid.evaluate:
-        from plabel.experiments.corrupted import cached_corrupted_accuracy
+        from plabel.sweeps.evaluations import cached_corrupted_accuracy
 
         found["corrupted_accuracy"] = _mean_std([cached_corrupted_accuracy(f) for f in folders])
     last = max((int(p.stem[-2:]) for p in folders[-1].glob("pseudo_labels_round*.csv")), default=None)
     if "junk_kinds" in grid.evaluate and last is not None:
-        from plabel.experiments.ablation import junk_kinds_selected
+        from plabel.sweeps.evaluations import junk_kinds_selected
 
         kinds: dict[str, int] = {}
         for f in folders:
@@ -120,7 +120,7 @@ def markdown(table: dict[str, Any]) -> str:
         precision = " / ".join("-" if ms is None else f"{100 * ms[0]:.1f}" for ms in r["precision_per_round"])
         lines.append(f"| {r['row']} | {r['description']} | {_seeds(r)} | {_pct(r['final_accuracy'])} | {per_round or '-'} | {precision or '-'} |")
     if any("corrupted_accuracy" in r for r in table["rows"]):
-        lines += ["", "Final weights on the corrupted test set (Gaussian pixel noise and small rotations; plabel.experiments.corrupted):", "",
+        lines += ["", "Final weights on the corrupted test set (Gaussian pixel noise and small rotations; plabel.sweeps.evaluations):", "",
                   "| row | corrupted accuracy |", "|---|---|"]
         lines += [f"| {r['row']} | {_pct(r.get('corrupted_accuracy'))} |" for r in table["rows"] if "corrupted_accuracy" in r]
     if any("junk_share_per_round" in r for r in table["rows"]):

@@ -1,9 +1,12 @@
-"""The corrupted test set of the ablations: each test image with Gaussian pixel noise and a small
+"""What a sweep can measure on each finished run beside its summary (grid key ``evaluate``).
+
+The corrupted test set of the ablations: each test image with Gaussian pixel noise and a small
 rotation, seeded per sample, so every model compared sees the same corruption; and a finished
 run's accuracy on it (cached as ``corrupted.json`` in the run folder)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from pathlib import Path
@@ -63,3 +66,25 @@ def cached_corrupted_accuracy(run_dir: Path) -> float:
         cpu = time.process_time()
         cached.write_text(json.dumps({"accuracy": corrupted_accuracy(run_dir), "cpu_time_s": time.process_time() - cpu}))
     return float(json.loads(cached.read_text())["accuracy"])
+
+
+def junk_kinds_selected(run_dir: Path, round_index: int) -> dict[str, int]:
+    """How many junk images of each kind a run's round selected (the pseudo-label CSV names pool
+    rows by source index; the run's own config rebuilds the dirty source that says which kind
+    each junk index is)."""
+    from plabel.config import load_config
+    from plabel.data.junk import JUNK, JunkedSource
+    from plabel.data.splits import make_splits
+
+    cfg = load_config(run_dir / "config.yaml")
+    source = make_splits(cfg.data, cfg.seed).train_source
+    counts = {kind: 0 for kind in cfg.data.junk_kinds}
+    path = run_dir / f"pseudo_labels_round{round_index:02d}.csv"
+    if not isinstance(source, JunkedSource) or not path.is_file():
+        return counts
+    base = len(source.base.labels)
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            if int(r["true_label"]) == JUNK:
+                counts[source.kind(int(r["source_index"]) - base)] += 1
+    return counts
