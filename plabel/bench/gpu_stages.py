@@ -53,8 +53,15 @@ def make_jpeg_folder(root: Path, n: int, processes: int) -> float:
         return 0.0
     started = time.perf_counter()
     chunks = [(str(root), s, min(n, s + 250)) for s in range(0, n, 250)]
-    with multiprocessing.get_context("fork").Pool(max(1, processes)) as pool:
-        pool.map(_write_jpegs, chunks)
+    if processes <= 1:
+        for chunk in chunks:
+            _write_jpegs(chunk)
+    else:  # fork only from a single-threaded process (a lock held by another thread would hang the child)
+        import threading
+
+        context = "fork" if threading.active_count() == 1 else "spawn"
+        with multiprocessing.get_context(context).Pool(processes) as pool:
+            pool.map(_write_jpegs, chunks)
     marker.write_text(str(n))
     return time.perf_counter() - started
 

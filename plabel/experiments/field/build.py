@@ -29,6 +29,7 @@ import hashlib
 import json
 import multiprocessing
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -126,8 +127,16 @@ def build_set(out: Path, kind: str, pool: int, test: int, budgets: Sequence[int]
     for job in jobs:
         Path(job[-1]).parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with multiprocessing.get_context("fork").Pool(processes, initializer=_start, initargs=(fonts,)) as workers:
-        workers.map(_write, jobs, chunksize=64)
+    if processes <= 1:
+        _start(fonts)
+        for job in jobs:
+            _write(job)
+    else:
+        # fork only from a single-threaded process: a fork while another thread holds a lock (torch's,
+        # a logging handler's) leaves the child waiting on it forever; spawn is safe anywhere
+        context = "fork" if threading.active_count() == 1 else "spawn"
+        with multiprocessing.get_context(context).Pool(processes, initializer=_start, initargs=(fonts,)) as workers:
+            workers.map(_write, jobs, chunksize=64)
     # Smaller budgets: the first n of each class of the reserve (nested), copied.
     for n in sorted(budgets)[:-1]:
         for c, name in enumerate(names):
