@@ -14,6 +14,7 @@ from helpers import ROOT
 
 from plabel.cli import main as plabel_main
 from plabel.config.args import resolve_config
+from plabel.sweeps.runs import planned_run
 
 TINY_GRID = ROOT / "configs" / "sweeps" / "tiny.yaml"
 
@@ -112,7 +113,7 @@ def test_wandb_sweep_file_is_yaml_whose_command_train_py_parses(tmp_path, capsys
     # What the agent passes for one grid point: --key=value for each parameter.
     params = spec["parameters"]
     argv = [f"--grid={params['grid']['value']}", f"--sweep_out={params['sweep_out']['value']}", "--row=random", "--seed=1"]
-    cfg, _ = resolve_config(argv)
+    cfg, _ = resolve_config(argv, sweep=planned_run)  # as train.py resolves it
     assert cfg.pseudo.score == "random" and cfg.seed == 1 and cfg.output_dir == str(out / "random" / "seed1")
     assert cfg.tracking.group == "tiny" and cfg.tracking.job_type == "random" and cfg.tracking.tags == ["random", "seed1"]
     assert cfg.train.steps_per_epoch == 3  # the grid's options

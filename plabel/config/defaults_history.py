@@ -64,13 +64,14 @@ def changed_defaults_note(resolved: dict[str, Any], given: Collection[str] = ())
 
 def changed_defaults_hint(names: list[str], saved: dict[str, Any]) -> str:
     """Appended to "written by a different configuration" when the saved run had a 0.2 default
-    that 0.3 changed: the user most likely typed the same command under a newer plabel."""
+    that a later release changed: the user most likely typed the same command under a newer plabel."""
     flat = flatten(saved)
-    for release, before, changed, restore in reversed(HISTORY):
+    parts = []  # every release whose change the saved run predates, oldest first
+    for release, before, changed, restore in HISTORY:
         hit = [n for n in names if n in changed and _same(flat.get(n), changed[n][0])]
         if hit:
-            return f" (plabel {release} changed the default of {', '.join(hit)}; {restore} holds {before}'s defaults)"
-    return ""
+            parts.append(f"plabel {release} changed the default of {', '.join(hit)}; {restore} holds {before}'s defaults")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def unaugmented_data_note(resolved: dict[str, Any]) -> str:
