@@ -124,7 +124,7 @@ def test_a_run_folder_of_0_2_defaults_names_the_changed_defaults(tmp_path, capsy
     err = _error_of([*TINY, "--output_dir", str(out)], capsys)
     assert "pseudo.augment: 'same' there, 'strong' now" in err
     assert "plabel 0.3 changed the default of pseudo.alpha_schedule, pseudo.augment; configs/default-0.2.yaml" in err
-    assert "plabel 0.3.1 changed the default of data.val_per_class; configs/default-0.3.0.yaml" in err  # every release named
+    assert "plabel 0.3.1 changed the default of data.augment, data.val_per_class; configs/default-0.3.0.yaml" in err  # every release named
     assert train_main(old) == 0 and "holds a complete run" in capsys.readouterr().out
     # A new run under 0.3's defaults says which of them it takes (TINY sets k itself).
     assert train_main([*TINY, "--output_dir", str(tmp_path / "new")]) == 0

@@ -57,7 +57,12 @@ def test_time_limit_signal_requeues_the_job_and_it_resumes_exactly(cluster, tmp_
     jid = slurm(["sbatch", "--parsable", "--gpus-per-node=0", f"--cpus-per-task={os.cpu_count() or 2}", f"--output={log}",
                  "--job-name=tiny", "launch/slurm_single_node.sbatch", *ARGS], job_env).strip()
     out = tmp_path / "runs" / f"tiny-{jid}"
-    until(lambda: any((out / "checkpoints").glob("ckpt-*")), 240, "the job's first checkpoint")
+    try:
+        until(lambda: any((out / "checkpoints").glob("ckpt-*")), 240, "the job's first checkpoint")
+    except AssertionError as failed:  # say why: the job's state and the end of its log
+        written = Path(str(log).replace("%j", jid))
+        tail = written.read_text()[-3000:] if written.exists() else "(no job log)"
+        raise AssertionError(f"{failed}; job: {job(jid, env)}; log: {tail}") from None
     slurm(["scancel", "--signal=USR1", "--batch", jid], env)  # what --signal=B:USR1@120 sends before the limit
 
     # The script requeues the job; SLURM holds a requeued batch job for ~2 minutes: start it now.

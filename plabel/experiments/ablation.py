@@ -92,8 +92,10 @@ def grid_spec(args: argparse.Namespace) -> dict[str, Any]:
             overrides = dict(zip(row_overrides(row, args.epochs)[0::2], row_overrides(row, args.epochs)[1::2]))
             overrides = {k.removeprefix("--"): yaml.safe_load(v) for k, v in overrides.items()}
             name = row if len(args.labels) == 1 else f"{row}-labels{labels}"
-            rows.append({"name": name, "description": ROWS[row][0],
-                         "overrides": {**({} if row in DEFAULT_ROWS else base), **overrides, "data.labeled_per_class": labels}})
+            merged = {**({} if row in DEFAULT_ROWS else base), **overrides, "data.labeled_per_class": labels}
+            if "train.epochs" in merged:  # round 0 as long as the others, as every ablation ran (0.3.1's default: 3x)
+                merged["train.round0_epochs"] = merged["train.epochs"]
+            rows.append({"name": name, "description": ROWS[row][0], "overrides": merged})
     base_file = os.path.relpath(CONFIG_0_2, Path(args.out).resolve())  # relative: the grid file travels with the results
     return {"name": Path(args.out).name, "base": base_file, "options": options, "seeds": list(args.seeds),
             "evaluate": ["corrupted", "junk_kinds", "class_histogram"], "rows": rows}

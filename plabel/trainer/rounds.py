@@ -120,7 +120,7 @@ class RoundRunner:
             print_once(accelerator, f"loading: {self.options.num_workers} DataLoader workers per process, persistent "
                        "(data.num_workers unset: auto on a GPU; --data.num_workers 0 loads in the training process)")
         self.plan = TrainPlan(cfg.train, cfg.pseudo, cfg.seed, cfg.tracking.log_every, self.options)
-        round0 = dataclasses.replace(cfg.train, epochs=cfg.train.round0_epochs or cfg.train.epochs)
+        round0 = dataclasses.replace(cfg.train, epochs=cfg.train.epochs_of_round0())
         self.plan_round0 = dataclasses.replace(self.plan, train=round0)
         self.score_plan = ScorePlan.from_config(cfg, self.options)
         model = prepared.model  # identical initial weights on every process (seeded in prepare_model)

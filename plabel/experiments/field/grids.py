@@ -61,8 +61,8 @@ def grid(name: str, comment: str, grid_rows: list[dict[str, Any]], seeds: Sequen
 # Round 0 alone, at the default length (8 epochs) and three times it: how long the supervised
 # baseline needs, and which augmentation, on data unlike MNIST (issue 32).
 R0 = {
-    "none-8": {"data.augment": "none"},
-    "light-8": {"data.augment": "light"},
+    "none-8": {"data.augment": "none", "train.round0_epochs": 8},
+    "light-8": {"data.augment": "light", "train.round0_epochs": 8},
     "none-24": {"data.augment": "none", "train.round0_epochs": 24},
     "light-24": {"data.augment": "light", "train.round0_epochs": 24},
     "affine-24": {"data.augment": "affine", "data.flip": False, "train.round0_epochs": 24},
@@ -79,14 +79,14 @@ SCREEN = {
     "cand_minprec": {**CAND, "pseudo.min_precision": 0.9},
     "cand_takeall": {**CAND, "pseudo.top_k_percent": [100, 100, 100, 100]},
     "cand_k02": {**CAND, "pseudo.top_k_percent": [20, 40, 60, 80]},
-    "v03": {"data.augment": "light", "data.val_per_class": 0},  # 0.3.0's default as it shipped
+    "v03": {"data.augment": "light", "data.val_per_class": 0, "train.round0_epochs": 8},  # 0.3.0's default as it shipped
 }
 PRIMARY = {"mnist": 10, "letters": 10, "shapes": 30, "textures": 10, "house": 10, "colour_digits": 10, "signs": 10}
 
 GRIDS = {
     "field-aug0": lambda: grid(
         "field-aug0", "Round 0 only: the augmentation each field set's labeled images want (issue 32).",
-        rows(FIELD, (10, 30), AUG0), (0, 1, 2), {"pseudo.rounds": 0}),
+        rows(FIELD, (10, 30), AUG0), (0, 1, 2), {"pseudo.rounds": 0, "train.round0_epochs": 8}),
     "field-r0": lambda: grid(
         "field-r0", "Round 0 only, 8 or 24 epochs: the supervised baseline's length and augmentation (issue 32).",
         rows(("mnist", *FIELD), (10,), R0), (0, 1, 2), {"pseudo.rounds": 0}),
