@@ -35,6 +35,16 @@ class RoundResult:
     precision_real: Optional[float] = None  # pseudo-label precision on the real (non-junk) samples selected
     val_accuracy: Optional[float] = None  # on the held-out labeled images (data.val_per_class)
     precision_estimate: Optional[float] = None  # the selection's precision as estimated without pool labels
+    validation_images: Optional[int] = None  # how many calibrated the estimate (its uncertainty, below)
+
+
+def estimate_halfwidth(estimate: float, n: int) -> float:
+    """How far the precision estimate can be off for want of validation images: the 95% half-width
+    of a proportion measured on ``n`` images (Agresti-Coull, so that 20 of 20 right is not +-0).
+    The calibration cannot be finer than the accuracy it is fitted to; on the field set the
+    estimate's error stayed mostly inside it (docs/results.md#data-nobody-tuned-for)."""
+    p = (estimate * n + 2) / (n + 4)
+    return 1.96 * math.sqrt(p * (1 - p) / (n + 4))
 
 
 def format_table(rows: Sequence[dict[str, Any]], junk: Optional[bool] = None, validation: Optional[bool] = None) -> str:
@@ -76,6 +86,7 @@ def format_table(rows: Sequence[dict[str, Any]], junk: Optional[bool] = None, va
 def round_line(r: dict[str, Any]) -> str:
     """The line a round ends with (the table comes once, at the end of the run)."""
     pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
+    spread = lambda e, n: f" ± {100 * estimate_halfwidth(e, n):.1f} from {n} validation images" if n else ""  # noqa: E731
     parts = []
     if r["round_index"] == 0:
         head = f"round 0 (the supervised baseline, {r['labeled']} labeled)"
@@ -83,7 +94,7 @@ def round_line(r: dict[str, Any]) -> str:
         head = f"round {r['round_index']} (k {r['top_k_percent']:.4g}%)"
         p, e = r["pseudo_label_precision"], r.get("precision_estimate")
         parts.append(f"{r['pseudo_labeled']} pseudo-labels, precision {'unknown' if p is None else pct(p)}"
-                     + (f" (estimated {pct(e)})" if e is not None else ""))
+                     + (f" (estimated {pct(e)}{spread(e, r.get('validation_images'))})" if e is not None else ""))
         if r.get("junk_share") is not None:
             parts.append(f"junk {pct(r['junk_share'])}")
     if r.get("val_accuracy") is not None:

@@ -1,0 +1,32 @@
+"""The precision estimate's spread: how far it can be off for want of validation images."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from plabel.trainer.outputs import estimate_halfwidth, round_line
+
+
+@pytest.mark.parametrize("estimate,n,expected", [
+    (1.0, 20, 0.1106),   # 20 of 20 right is not +-0: (22/24) measured on 24
+    (0.5, 20, 0.2000),   # 1.96 * sqrt(0.25 / 24)
+    (0.8, 60, 0.1013),   # (50/64) measured on 64
+    (0.5, 10_000, 0.0098),
+])
+def test_the_halfwidth_is_agresti_coulls(estimate, n, expected):
+    assert math.isclose(estimate_halfwidth(estimate, n), expected, abs_tol=5e-4)
+
+
+def test_it_narrows_as_validation_images_grow():
+    widths = [estimate_halfwidth(0.8, n) for n in (10, 20, 50, 200, 1000)]
+    assert widths == sorted(widths, reverse=True) and widths[-1] < 0.03
+
+
+def test_the_round_line_shows_it_only_where_validation_images_calibrated_the_estimate():
+    row = {"round_index": 1, "top_k_percent": 60.0, "pseudo_labeled": 2335, "pseudo_label_precision": 0.9991,
+           "precision_estimate": 1.0, "val_accuracy": 1.0, "test_accuracy": 0.959, "labeled": 80, "validation_images": 20}
+    assert round_line(row) == ("round 1 (k 60%): 2335 pseudo-labels, precision 99.91% (estimated 100.00% ± 11.1 from 20 "
+                               "validation images), val 100.00%, test 95.90%")
+    assert "±" not in round_line({**row, "validation_images": None})  # a checkpoint from before 0.3.1 has no count
