@@ -10,6 +10,8 @@ import multiprocessing.popen_fork
 import os
 import signal
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -71,6 +73,18 @@ class _KillOnTerminate(multiprocessing.popen_fork.Popen):
         self.kill()
 
 
+def _let_closing_feeders_finish(wait_s: float = 0.5) -> None:
+    """Fork only once the queue feeder threads of a loader just shut down have exited. CPython 3.11
+    re-initialises its thread-state lock only after the forked child has used it, so a fork while
+    another thread holds it leaves the worker stuck inside os.fork() for ever (seen: a worker of
+    the test pass, forked as the training loader's feeders were exiting; its rank then waits in
+    the next collective). Live feeders (a persistent loader's) cost at most ``wait_s`` in all."""
+    deadline = time.monotonic() + wait_s
+    for thread in threading.enumerate():
+        if thread.name == "QueueFeederThread" and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
 class _BlockedSignalsProcess(multiprocessing.context.ForkProcess):
     """A fork whose child starts with the preemption signals blocked. torch's worker installs a
     C handler that dies of SIGTERM before ``worker_init_fn`` can ignore it; a launcher signalling
@@ -81,6 +95,7 @@ class _BlockedSignalsProcess(multiprocessing.context.ForkProcess):
         return _KillOnTerminate(process_obj)
 
     def start(self) -> None:
+        _let_closing_feeders_finish()
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, PREEMPTION_SIGNALS)
         try:
             super().start()
