@@ -81,6 +81,16 @@ SCREEN = {
     "cand_k02": {**CAND, "pseudo.top_k_percent": [20, 40, 60, 80]},
     "v03": {"data.augment": "light", "data.val_per_class": 0, "train.round0_epochs": 8},  # 0.3.0's default as it shipped
 }
+# Round 0 alone at the default's length and validation holdout, on the colour sets where 0.3.1's
+# default trails 0.3.0's (signs, house): which moves a colour set's labeled images want when
+# crop + flip is a candidate beside affine and none, and what the holdout costs (noval keeps all labels).
+R0C = {
+    "light": {"data.augment": "light", "train.round0_epochs": 24},  # padded crop + flip
+    "light_noflip": {"data.augment": "light", "data.flip": False, "train.round0_epochs": 24},
+    "affine": {"data.augment": "affine", "data.flip": False, "train.round0_epochs": 24},
+    "none": {"data.augment": "none", "train.round0_epochs": 24},
+    "light_noval": {"data.augment": "light", "data.val_per_class": 0, "train.round0_epochs": 24},
+}
 PRIMARY = {"mnist": 10, "letters": 10, "shapes": 30, "textures": 10, "house": 10, "colour_digits": 10, "signs": 10}
 
 GRIDS = {
@@ -90,6 +100,9 @@ GRIDS = {
     "field-r0": lambda: grid(
         "field-r0", "Round 0 only, 8 or 24 epochs: the supervised baseline's length and augmentation (issue 32).",
         rows(("mnist", *FIELD), (10,), R0), (0, 1, 2), {"pseudo.rounds": 0}),
+    "field-r0c": lambda: grid(
+        "field-r0c", "Round 0 only, 24 epochs, colour sets: crop + flip, crop, affine or no moves, and the holdout's cost (issue 32).",
+        rows(("signs", "house", "colour_digits", "textures"), (10,), R0C), (0, 1), {"pseudo.rounds": 0}),
     "field-screen": lambda: grid(
         "field-screen", "The screen: the candidate default, its random twin, adaptive k, take-all, 0.2's k and 0.3's default (issues 32, 37).",
         [r for name, budget in PRIMARY.items() for r in rows((name,), (budget,), SCREEN)], (0, 1, 2)),
