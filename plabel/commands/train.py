@@ -36,7 +36,9 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: str = "train.py", wat
             run(cfg, config_name=name)
         except Preempted as stop:
             if launcher_main():
-                print(f"{prog}: preempted ({stop}); checkpoint written - run the same command again to resume", file=sys.stderr)
+                # What was kept is in the reason (a checkpoint, the pool pass's finished part, or nothing
+                # when round 0's augmentation trials were stopped).
+                print(f"{prog}: preempted ({stop}); run the same command again to resume", file=sys.stderr)
             return EXIT_PREEMPTED
         return 0
 

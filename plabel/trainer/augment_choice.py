@@ -8,7 +8,9 @@ docs/results.md). So the run trains round 0 twice from the same initial weights,
 augmented candidate and with none, and keeps the one with the higher validation accuracy; on a
 tie, or a margin within the noise of the validation images, the augmented one. The choice is
 printed, logged and kept in the checkpoints (a resumed run uses it; a run stopped during the
-trials redoes them). Costs one extra round 0.
+trials redoes them: no checkpoint is written inside a trial, but a preemption signal still stops
+the run within ``checkpoint.stop_check_every`` steps, so a scheduler's grace period is not spent
+on trials that will be redone). Costs one extra round 0.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Callable
 import torch
 from accelerate import Accelerator
 
+from plabel.trainer.faults import Preempted, fault_point, stop_requested
 from plabel.trainer.loop import RoundPosition, TrainPlan, train_round
 from plabel.trainer.scoring_pass import ScorePlan
 from plabel.trainer.validation import validation_accuracy
@@ -40,6 +43,17 @@ def margin_needed(n_val: int) -> float:
     return max(2.0 / max(1, n_val), 1.5 * 0.5 / math.sqrt(max(1, n_val)))
 
 
+def trial_step(accelerator: Accelerator, level: str, stop_check_every: int) -> Callable[[RoundPosition, bool], None]:
+    """What runs after each step of a trial: the fault point ``trial:<level>:<global step>`` (tests),
+    and the preemption check every ``stop_check_every`` steps and at epoch ends, as in training."""
+    def after_step(position: RoundPosition, epoch_ended: bool) -> None:
+        fault_point(f"trial:{level}:{position.global_step}", accelerator)
+        look = accelerator.num_processes == 1 or epoch_ended or position.global_step % stop_check_every == 0
+        if look and stop_requested(accelerator):
+            raise Preempted(f"stopped during round 0's augmentation trials ({level}); a resumed run redoes them")
+    return after_step
+
+
 @dataclasses.dataclass
 class Trial:
     level: str
@@ -51,6 +65,7 @@ class Trial:
 def choose(
     accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: dict[str, Any], pseudo: None,
     plan: TrainPlan, start: RoundPosition, val: Any, score_plan: ScorePlan, quiet_log: Callable[[dict[str, float], int], None],
+    stop_check_every: int = 1,
 ) -> tuple[Trial, list[Trial], RoundPosition]:
     """Train round 0 on each of ``data`` (level -> labeled dataset) from the same weights; leave
     the model and optimizer in the winner's state. Returns (winner, all trials, position after)."""
@@ -61,7 +76,7 @@ def choose(
         bare.load_state_dict(initial_model)
         optimizer.load_state_dict(initial_optimizer)
         position = train_round(accelerator, model, optimizer, labeled, pseudo, plan,
-                               dataclasses.replace(start), quiet_log)
+                               dataclasses.replace(start), quiet_log, trial_step(accelerator, level, stop_check_every))
         acc = validation_accuracy(accelerator, model, val, score_plan, 0)
         trials.append(Trial(level, acc, copy.deepcopy(bare.state_dict()), copy.deepcopy(optimizer.state_dict())))
     augmented, plain = trials

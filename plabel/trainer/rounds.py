@@ -232,12 +232,13 @@ class RoundRunner:
             self.state.position = dataclasses.asdict(position)
             self.save(stage)
         if stop:
-            raise Preempted(f"stopped at global step {position.global_step}")
+            raise Preempted(f"stopped at global step {position.global_step}; checkpoint written")
 
     def _choose_augment(self, plan: TrainPlan) -> RoundPosition:
         """data.augment auto: round 0 with each candidate from the same weights; the winner stays."""
         winner, trials, position = choose(self.accelerator, self.model, self.optimizer, self.labeled_by_level, None, plan,
-                                          RoundPosition(**self.state.position), self.val, self.score_plan, lambda m, s: None)
+                                          RoundPosition(**self.state.position), self.val, self.score_plan, lambda m, s: None,
+                                          self.cfg.checkpoint.stop_check_every)
         self.labeled = self.labeled_by_level[winner.level]
         self.state.choices["data.augment"] = winner.level
         if self.teacher is not None:  # the EMA teacher starts from the chosen round 0's weights
@@ -305,7 +306,7 @@ class RoundRunner:
         self.save(f"round {round_index} done")
         if stop_requested(accelerator):
             self.logger.close(preempted=True)
-            raise Preempted(f"stopped after round {round_index}")
+            raise Preempted(f"stopped after round {round_index}; checkpoint written")
 
     def finish(self, started: float, cpu_started: float) -> dict[str, Any]:
         """Final weights, summary.json, the closing lines; returns the summary."""
