@@ -27,7 +27,7 @@ from plabel.distributed.processes import on_main, print_once
 from plabel.method.selection import Selection
 from plabel.models.prepare import PreparedModel, fresh_model
 from plabel.models.state import save_weights
-from plabel.trainer.augment_choice import AUTO, candidates, choice_line, choose
+from plabel.trainer.augment_choice import AUTO, choice_line, choose, pipelines
 from plabel.trainer.checkpointer import STATE_FILE, Checkpointer, RunState
 from plabel.trainer.faults import Preempted, fault_point, stop_requested
 from plabel.trainer.loop import RoundPosition, TrainPlan, train_round
@@ -80,25 +80,13 @@ class RoundRunner:
         )
 
         spec, train_source = prepared.spec, splits.train_source
-        # auto: round 0 tries the augmented candidate and none (plabel.trainer.augment_choice).
-        augment = candidates(train_source.channels)[0] if cfg.data.augment == AUTO else cfg.data.augment
-        # The pseudo batch's stronger augmentation moves images the way data.augment does (crop or affine).
-        flip = cfg.data.flip if cfg.data.flip is not None else augment != "affine"
-        moves = "affine" if augment == "affine" else "crop"
-        self.train_tf = source_transform(train_source, spec, augment, train=True, flip=flip, moves=moves)
         eval_tf = source_transform(train_source, spec, "none", train=False)
         test_tf = source_transform(splits.test_source, spec, "none", train=False)
-        self.labeled = IndexedImages(train_source, splits.labeled_source_indices, self.train_tf)
-        self.labeled_by_level = {augment: self.labeled,
-                                 "none": IndexedImages(train_source, splits.labeled_source_indices, eval_tf)}
+        # auto: round 0 tries each candidate level (plabel.trainer.augment_choice); else the one level.
+        self.levels = pipelines(cfg, train_source, spec, splits.labeled_source_indices, eval_tf)
+        self.labeled, self.pseudo_tf = self.levels.labeled[self.levels.preferred], self.levels.pseudo_tf[self.levels.preferred]
         if cfg.data.augment == AUTO and not splits.val_source_indices.numel():
-            print_once(accelerator, f"note: data.augment auto needs validation images to choose; without them it is {augment}")
-        # Pseudo-labels come from the clean view (the pool's eval transform); with pseudo.augment
-        # strong the loss sees a strongly augmented view of the same sample (FixMatch, Noisy Student).
-        self.pseudo_tf = (
-            source_transform(train_source, spec, cfg.pseudo.augment, train=True, flip=flip, moves=moves)
-            if cfg.pseudo.augment != "same" else self.train_tf
-        )
+            print_once(accelerator, f"note: data.augment auto needs validation images to choose; without them it is {self.levels.preferred}")
         self.labeled_views = LabeledViews(IndexedImages(train_source, splits.labeled_source_indices, eval_tf), self.labeled)
         self.pool = IndexedImages(train_source, splits.pool_source_indices, eval_tf, skip_unreadable=True)
         self.test = IndexedImages(splits.test_source, splits.test_source_indices, test_tf)
@@ -154,7 +142,7 @@ class RoundRunner:
         self.state = RunState(**{**loaded, "num_processes": accelerator.num_processes, "config": resolved})
         self.best = Best.from_state(self.state.best)
         if "data.augment" in self.state.choices:  # chosen at round 0 (auto): the labeled batch keeps it
-            self.labeled = self.labeled_by_level[self.state.choices["data.augment"]]
+            self._use_level(self.state.choices["data.augment"])
         if loaded["num_processes"] != accelerator.num_processes:
             print_once(accelerator,
                 f"note: checkpoint written by {loaded['num_processes']} processes, resuming with "
@@ -234,12 +222,16 @@ class RoundRunner:
         if stop:
             raise Preempted(f"stopped at global step {position.global_step}; checkpoint written")
 
+    def _use_level(self, level: str) -> None:
+        self.labeled, self.pseudo_tf = self.levels.labeled[level], self.levels.pseudo_tf[level]
+        self.labeled_views = dataclasses.replace(self.labeled_views, augmented=self.labeled)  # the guard's views, too
+
     def _choose_augment(self, plan: TrainPlan) -> RoundPosition:
         """data.augment auto: round 0 with each candidate from the same weights; the winner stays."""
-        winner, trials, position = choose(self.accelerator, self.model, self.optimizer, self.labeled_by_level, None, plan,
+        winner, trials, position = choose(self.accelerator, self.model, self.optimizer, self.levels.labeled, None, plan,
                                           RoundPosition(**self.state.position), self.val, self.score_plan, lambda m, s: None,
                                           self.cfg.checkpoint.stop_check_every)
-        self.labeled = self.labeled_by_level[winner.level]
+        self._use_level(winner.level)
         self.state.choices["data.augment"] = winner.level
         if self.teacher is not None:  # the EMA teacher starts from the chosen round 0's weights
             self.teacher.module.load_state_dict(self.accelerator.unwrap_model(self.model).state_dict())

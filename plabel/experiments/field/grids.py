@@ -93,6 +93,12 @@ R0C = {
 }
 PRIMARY = {"mnist": 10, "letters": 10, "shapes": 30, "textures": 10, "house": 10, "colour_digits": 10, "signs": 10}
 
+# The default as 0.3.1 ships it (auto tries affine, crop + flip and none on colour images), its random
+# twin and 0.3.0's default, on seeds no choice was made on (the screens used 0-2).
+# Sets in the order they matter to issue 32 (where 0.3.1's first screen trailed 0.3.0 first).
+FRESH = {"cand": CAND, "v03": SCREEN["v03"], "cand_random": SCREEN["cand_random"]}
+FRESH_SETS = ("signs", "house", "textures", "colour_digits", "shapes", "letters")
+
 GRIDS = {
     "field-aug0": lambda: grid(
         "field-aug0", "Round 0 only: the augmentation each field set's labeled images want (issue 32).",
@@ -103,6 +109,9 @@ GRIDS = {
     "field-r0c": lambda: grid(
         "field-r0c", "Round 0 only, 24 epochs, colour sets: crop + flip, crop, affine or no moves, and the holdout's cost (issue 32).",
         rows(("signs", "house", "colour_digits", "textures"), (10,), R0C), (0, 1), {"pseudo.rounds": 0}),
+    "field-fresh": lambda: grid(
+        "field-fresh", "0.3.1's default, its random twin and 0.3.0's default on fresh seeds (issues 32, 37).",
+        [r for variant in FRESH for name in FRESH_SETS for r in rows((name,), (PRIMARY[name],), {variant: FRESH[variant]})], (3, 4)),
     "field-screen": lambda: grid(
         "field-screen", "The screen: the candidate default, its random twin, adaptive k, take-all, 0.2's k and 0.3's default (issues 32, 37).",
         [r for name, budget in PRIMARY.items() for r in rows((name,), (budget,), SCREEN)], (0, 1, 2)),

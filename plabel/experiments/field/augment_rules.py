@@ -1,0 +1,130 @@
+"""How ``data.augment auto`` would choose under several rules, replayed on the round-0 screens.
+
+    python -m plabel.experiments.field.augment_rules results/field/r0 results/field/r0c
+
+Every screened (set, seed) trained round 0 once per level from the same initial weights and
+measured the validation images (the held-out fifth) and the test set: exactly what auto's trials
+see. So each rule can be replayed without training: which level it keeps, that level's test
+accuracy, and the regret (the best screened level's test accuracy minus the kept one's, in points;
+of light, affine and none, whether or not the rule tries them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from plabel.config.args import SpellingsParser
+from plabel.trainer.augment_choice import candidates
+
+# Row variants of the round-0 grids -> the level they trained with (24-epoch rows only, the default's length).
+LEVELS = {"light-24": "light", "none-24": "none", "affine-24": "affine", "light": "light", "none": "none", "affine": "affine"}
+Trial = tuple[str, float, float]  # (level, validation accuracy, test accuracy)
+
+
+def sequential(order: Sequence[str], margin: Callable[[int], float]) -> Callable[[list[Trial], int], str]:
+    """The first level of ``order``; a later one replaces the best so far when it leads by the margin."""
+    def rule(trials: list[Trial], n_val: int) -> str:
+        by_level = {t[0]: t for t in trials}
+        winner = by_level[order[0]]
+        for level in order[1:]:
+            if by_level[level][1] >= winner[1] + margin(n_val):
+                winner = by_level[level]
+        return winner[0]
+    return rule
+
+
+def standard_error(n_val: int) -> float:
+    return 0.5 / math.sqrt(max(1, n_val))
+
+
+def margin_needed(n_val: int) -> float:
+    """0.3.1's first rule: a later level had to lead by two validation images or 1.5 standard errors."""
+    return max(2.0 / max(1, n_val), 1.5 * standard_error(n_val))
+
+
+def best(n_val: int) -> float:
+    return 1e-9  # any lead wins; a tie stays with the earlier level
+
+
+GREY = ("light", "none")
+LevelsOf = Callable[[int], tuple[str, ...]]
+Rule = Callable[[list[Trial], int], str]
+
+
+def _rule(colour: tuple[str, ...], margin: Callable[[int], float]) -> tuple[LevelsOf, Rule]:
+    return (lambda ch: GREY if ch == 1 else colour), (lambda t, n: sequential([x[0] for x in t], margin)(t, n))
+
+
+RULES: dict[str, tuple[LevelsOf, Rule]] = {
+    "0.3.1's first: affine or none, margin": _rule(("affine", "none"), margin_needed),
+    "affine, light, none; margin": _rule(("affine", "light", "none"), margin_needed),
+    "affine, light, none; 1 s.e.": _rule(("affine", "light", "none"), standard_error),
+    "affine, light, none; best": _rule(("affine", "light", "none"), best),
+    "none, light, affine; 1 s.e.": _rule(("none", "light", "affine"), standard_error),
+    "none, light, affine; best (shipped)": (candidates, lambda t, n: sequential([x[0] for x in t], best)(t, n)),
+    "none on colour": _rule(("none",), best),
+}
+
+
+def load(folders: Sequence[Path]) -> dict[tuple[str, int], dict[str, tuple[float, float, int]]]:
+    """(set, seed) -> level -> (validation accuracy, test accuracy, validation images)."""
+    out: dict[tuple[str, int], dict[str, tuple[float, float, int]]] = {}
+    for folder in folders:
+        for summary in sorted(Path(folder).glob("*/seed*/summary.json")):
+            name, budget, variant = summary.parent.parent.name.split("-", 2)
+            if variant not in LEVELS:
+                continue
+            run = json.loads(summary.read_text())
+            row = run["rounds"][0]
+            if row.get("val_accuracy") is None:
+                continue
+            seed = int(summary.parent.name.removeprefix("seed"))
+            n_val = row.get("validation_images") or _validation_images(row, int(budget))
+            out.setdefault((name, seed), {})[LEVELS[variant]] = (row["val_accuracy"], row["test_accuracy"], n_val)
+    return out
+
+
+def _validation_images(row: dict, budget: int) -> int:
+    """Runs older than the ``validation_images`` column held out auto's fifth of each class:
+    ``per`` of every ``budget`` labels, so ``labeled`` training images leave labeled / (budget - per) classes."""
+    per = max(1, round(0.2 * budget))
+    return row["labeled"] // (budget - per) * per
+
+
+def table(runs: dict[tuple[str, int], dict[str, tuple[float, float, int]]], channels: dict[str, int]) -> list[str]:
+    lines = ["| rule | " + " | ".join(f"{n} s{s}" for n, s in sorted(runs)) + " | mean regret | worst |",
+             "|---|" + "---|" * (len(runs) + 2)]
+    for rule_name, (levels_of, rule) in RULES.items():
+        cells, regrets = [], []
+        for key in sorted(runs):
+            levels = levels_of(channels.get(key[0], 3))
+            got = runs[key]
+            if not all(level in got for level in levels):
+                cells.append("-")
+                continue
+            trials = [(level, got[level][0], got[level][1]) for level in levels]
+            kept = rule(trials, got[levels[0]][2])
+            regret = 100 * (max(got[level][1] for level in ("light", "affine", "none") if level in got) - got[kept][1])
+            regrets.append(regret)
+            cells.append(f"{kept} {100 * got[kept][1]:.1f} (-{regret:.1f})")
+        mean = f"{statistics.fmean(regrets):.1f}" if regrets else "-"
+        worst = f"{max(regrets):.1f}" if regrets else "-"
+        lines.append(f"| {rule_name} | " + " | ".join(cells) + f" | {mean} | {worst} |")
+    return lines
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = SpellingsParser(prog="python -m plabel.experiments.field.augment_rules", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="round-0 sweep folders (results/field/r0, results/field/r0c)")
+    args = parser.parse_args(argv)
+    runs = load(args.folders)
+    print("\n".join(table(runs, {"mnist": 1})))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

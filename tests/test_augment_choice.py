@@ -1,0 +1,65 @@
+"""``data.augment auto``'s candidates, its rule, and the pipelines each candidate trains with (pure)."""
+
+import types
+
+import pytest
+import torch
+from torchvision.transforms import v2
+
+from plabel.config import load_config
+from plabel.data.transforms import InputSpec, source_transform
+from plabel.trainer.augment_choice import Trial, candidates, choice_line, pick, pipelines
+
+
+def trials(**val: float) -> list[Trial]:
+    return [Trial(level, acc, {}, {}) for level, acc in val.items()]
+
+
+def test_candidates_grey_two_colour_three_preferred_first():
+    assert candidates(1) == ("light", "none")
+    assert candidates(3) == ("none", "light", "affine")
+
+
+def test_the_highest_validation_accuracy_wins_and_a_tie_goes_to_the_earlier_level():
+    assert pick(trials(none=0.6, light=0.6, affine=0.6)).level == "none"
+    assert pick(trials(none=0.6, light=0.65, affine=0.65)).level == "light"
+    assert pick(trials(none=0.6, light=0.55, affine=0.65)).level == "affine"
+    assert pick(trials(light=0.8, none=0.8)).level == "light"
+    assert pick(trials(light=0.8, none=0.85)).level == "none"
+
+
+def test_choice_line_names_every_level_and_the_rule():
+    t = trials(none=0.65, light=0.75, affine=0.6)
+    line = choice_line(pick(t), t, 20)
+    assert line == ("data.augment auto: light (round 0 trained with each; validation accuracy none 65.0%, light 75.0%, "
+                    "affine 60.0% on 20 images; the highest kept, a tie to none)")
+
+
+def _kinds(transform: v2.Compose) -> list[type]:
+    return [type(step) for step in transform.transforms]
+
+
+@pytest.mark.parametrize("pseudo_augment", ["strong", "same"])
+def test_colour_pipelines_move_the_pseudo_batch_as_their_level_does(pseudo_augment):
+    cfg = load_config(None, {"data.augment": "auto", "pseudo.augment": pseudo_augment})
+    source = types.SimpleNamespace(channels=3, uniform_size=True, image_size=(32, 32), labels=torch.zeros(4, dtype=torch.long))
+    spec = InputSpec(3, (32, 32), (0.5,) * 3, (0.5,) * 3)
+    eval_tf = source_transform(source, spec, "none", train=False)
+    pipes = pipelines(cfg, source, spec, torch.arange(4), eval_tf)
+    assert list(pipes.labeled) == ["none", "light", "affine"] and pipes.preferred == "none"
+    assert pipes.labeled["none"].transform is eval_tf  # "none" trains on the clean view
+    affine, light, none = (_kinds(pipes.pseudo_tf[level]) for level in ("affine", "light", "none"))
+    assert v2.RandomAffine in affine and v2.RandomHorizontalFlip not in affine  # glyphs are not mirrored
+    assert v2.RandomCrop in light and v2.RandomHorizontalFlip in light  # the CIFAR recipe
+    if pseudo_augment == "same":
+        assert pipes.pseudo_tf["none"] is eval_tf
+    else:  # after "none" the stronger pseudo batch moves as affine does, never mirrored
+        assert none == affine
+
+
+def test_a_fixed_level_has_one_pipeline():
+    cfg = load_config(None, {"data.augment": "light"})
+    source = types.SimpleNamespace(channels=1, uniform_size=True, image_size=(28, 28), labels=torch.zeros(4, dtype=torch.long))
+    spec = InputSpec(1, (28, 28), (0.5,), (0.5,))
+    pipes = pipelines(cfg, source, spec, torch.arange(4), source_transform(source, spec, "none", train=False))
+    assert list(pipes.labeled) == ["light"] and pipes.preferred == "light"
