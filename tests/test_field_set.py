@@ -57,3 +57,19 @@ def test_flip_false_and_affine_have_no_flip_and_rounds_zero_alone_is_the_baselin
     cfg = RunConfig()
     cfg.pseudo.rounds = 0
     cfg.validate()  # the default k list (4 values) is no error when there are no rounds
+
+
+def test_the_round_0_tables_in_the_results_are_what_the_committed_runs_give():
+    """docs/results.md's "Which moves round 0 wants" tables, recomputed from results/field/r0 and r0c."""
+    from plabel.experiments.field.augment_rules import RULES, levels_table, load, table
+
+    root = Path(__file__).resolve().parents[1]
+    runs = load([root / "results" / "field" / "r0", root / "results" / "field" / "r0c"])
+    doc = (root / "docs" / "results.md").read_text()
+    for line in levels_table(runs)[2:]:
+        assert line in doc, line
+    for name, line in zip(RULES, table(runs, {"mnist": 1})[2:]):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        mean, worst = cells[-2], cells[-1]
+        assert any(row.endswith(f"| {mean} | {worst} |") or row.endswith(f"| **{mean}** | **{worst}** |")
+                   for row in doc.splitlines() if row.startswith("| ")), (name, mean, worst)

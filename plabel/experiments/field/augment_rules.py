@@ -117,11 +117,28 @@ def table(runs: dict[tuple[str, int], dict[str, tuple[float, float, int]]], chan
     return lines
 
 
+def levels_table(runs: dict[tuple[str, int], dict[str, tuple[float, float, int]]]) -> list[str]:
+    """Per set: each level's round-0 test accuracy (mean ± std over seeds) and validation accuracies."""
+    lines = ["| set | seeds | none | light | affine | validation (none / light / affine, per seed) |", "|---|---|---|---|---|---|"]
+    for name in sorted({n for n, _ in runs}):
+        seeds = sorted(s for n, s in runs if n == name)
+        cells = []
+        for level in ("none", "light", "affine"):
+            values = [100 * runs[(name, s)][level][1] for s in seeds if level in runs[(name, s)]]
+            std = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+            cells.append(f"{statistics.fmean(values):.2f}{std}" if values else "-")
+        val = "; ".join("/".join(f"{100 * runs[(name, s)][lv][0]:.0f}" if lv in runs[(name, s)] else "-"
+                                 for lv in ("none", "light", "affine")) for s in seeds)
+        lines.append(f"| {name} | {','.join(map(str, seeds))} | " + " | ".join(cells) + f" | {val} |")
+    return lines
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = SpellingsParser(prog="python -m plabel.experiments.field.augment_rules", description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="round-0 sweep folders (results/field/r0, results/field/r0c)")
     args = parser.parse_args(argv)
     runs = load(args.folders)
+    print("\n".join(levels_table(runs)) + "\n")
     print("\n".join(table(runs, {"mnist": 1})))
     return 0
 
