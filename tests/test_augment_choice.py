@@ -11,8 +11,8 @@ from plabel.data.transforms import InputSpec, source_transform
 from plabel.trainer.augment_choice import Trial, candidates, choice_line, pick, pipelines
 
 
-def trials(**val: float) -> list[Trial]:
-    return [Trial(level, acc, {}, {}) for level, acc in val.items()]
+def trials(**loss: float) -> list[Trial]:
+    return [Trial(level, 0.5, value, {}, {}) for level, value in loss.items()]
 
 
 def test_candidates_grey_two_colour_three_preferred_first():
@@ -20,19 +20,18 @@ def test_candidates_grey_two_colour_three_preferred_first():
     assert candidates(3) == ("none", "light", "affine")
 
 
-def test_the_highest_validation_accuracy_wins_and_a_tie_goes_to_the_earlier_level():
-    assert pick(trials(none=0.6, light=0.6, affine=0.6)).level == "none"
-    assert pick(trials(none=0.6, light=0.65, affine=0.65)).level == "light"
-    assert pick(trials(none=0.6, light=0.55, affine=0.65)).level == "affine"
-    assert pick(trials(light=0.8, none=0.8)).level == "light"
-    assert pick(trials(light=0.8, none=0.85)).level == "none"
+def test_the_lowest_validation_loss_wins_and_an_exact_tie_goes_to_the_earlier_level():
+    assert pick(trials(none=1.0, light=1.0, affine=1.0)).level == "none"
+    assert pick(trials(none=1.129, light=0.838, affine=0.934)).level == "light"  # signs, seed 1: accuracy tied
+    assert pick(trials(none=3.5, light=5.3, affine=3.4)).level == "affine"
+    assert pick(trials(light=0.005, none=0.466)).level == "light"
 
 
-def test_choice_line_names_every_level_and_the_rule():
-    t = trials(none=0.65, light=0.75, affine=0.6)
+def test_choice_line_names_every_level_its_loss_and_accuracy():
+    t = [Trial("none", 0.75, 1.129, {}, {}), Trial("light", 0.75, 0.838, {}, {}), Trial("affine", 0.7, 0.934, {}, {})]
     line = choice_line(pick(t), t, 20)
-    assert line == ("data.augment auto: light (round 0 trained with each; validation accuracy none 65.0%, light 75.0%, "
-                    "affine 60.0% on 20 images; the highest kept, a tie to none)")
+    assert line == ("data.augment auto: light (round 0 trained with each; validation loss (accuracy) none 1.129 (75.0%), "
+                    "light 0.838 (75.0%), affine 0.934 (70.0%) on 20 images; the lowest loss kept)")
 
 
 def _kinds(transform: v2.Compose) -> list[type]:

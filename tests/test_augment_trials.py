@@ -41,8 +41,8 @@ def reference(tmp_path_factory):
 
 def test_the_trials_run_on_two_processes_and_print_one_choice(reference):
     assert len(reference["choice"]) == 1, reference["choice"]  # the main process's line only
-    assert "(round 0 trained with each; validation accuracy light " in reference["choice"][0]
-    assert ", none " in reference["choice"][0] and "on 10 images; the highest kept, a tie to light)" in reference["choice"][0]
+    assert "(round 0 trained with each; validation loss (accuracy) light " in reference["choice"][0]
+    assert ", none " in reference["choice"][0] and "on 10 images; the lowest loss kept)" in reference["choice"][0]
 
 
 @pytest.mark.parametrize("fault", ["trial:none:4@1:kill", "trial:light:3@0:term"])

@@ -230,13 +230,13 @@ class RoundRunner:
         """data.augment auto: round 0 with each candidate from the same weights; the winner stays."""
         winner, trials, position = choose(self.accelerator, self.model, self.optimizer, self.levels.labeled, None, plan,
                                           RoundPosition(**self.state.position), self.val, self.score_plan, lambda m, s: None,
-                                          self.cfg.checkpoint.stop_check_every)
+                                          self.splits.num_classes, self.cfg.checkpoint.stop_check_every)
         self._use_level(winner.level)
         self.state.choices["data.augment"] = winner.level
         if self.teacher is not None:  # the EMA teacher starts from the chosen round 0's weights
             self.teacher.module.load_state_dict(self.accelerator.unwrap_model(self.model).state_dict())
         for t in trials:
-            self.state.pending_metrics[f"round/val_accuracy_{t.level}"] = t.val_accuracy
+            self.state.pending_metrics.update({f"round/val_accuracy_{t.level}": t.val_accuracy, f"round/val_loss_{t.level}": t.val_loss})
         print_once(self.accelerator, choice_line(winner, trials, len(self.val)))  # type: ignore[arg-type]
         return position
 

@@ -29,6 +29,21 @@ def validation_accuracy(accelerator: Accelerator, model: torch.nn.Module, data: 
     return accuracy(score_dataset(accelerator, model, data, dataclasses.replace(plan, label=f"round {round_index}: validating")))
 
 
+def validation_scores(
+    accelerator: Accelerator, model: torch.nn.Module, data: Dataset, plan: ScorePlan, num_classes: int, label: str
+) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy in nats) on the validation images, the same on every process."""
+    plan = dataclasses.replace(plan, cache=None, stoppable=False, reference=None, probabilities=num_classes, label=label)
+    _, columns = score_shard(accelerator, model, data, plan)
+    probabilities = gather_concat(accelerator, columns["probabilities"]).double()
+    labels = gather_concat(accelerator, columns["label"]).long()
+    if not labels.numel():
+        return math.nan, math.nan
+    rows = torch.arange(labels.numel())
+    loss = float(-probabilities[rows, labels].clamp_min(1e-12).log().mean())
+    return float((probabilities.argmax(dim=1) == labels).double().mean()), loss
+
+
 def confidence_temperature(
     accelerator: Accelerator, scorer: torch.nn.Module, data: Dataset, plan: ScorePlan, num_classes: int
 ) -> float:
