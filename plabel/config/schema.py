@@ -139,8 +139,8 @@ class DataConfig:
     augment: Literal["auto", "none", "light", "affine", "strong", "elastic", "randaugment", "trivialaugment"] = _f(
         "auto",
         "training augmentation: auto (the default since 0.3.1; 0.3.0: light) = round 0 trained once per candidate, "
-        "light and none (grey), none, light and affine (colour), the highest validation accuracy kept, a tie to the "
-        "first (without validation images: the first; costs one or two more rounds 0); none; "
+        "light and none (grey), none, light and affine (colour), the lowest validation loss kept (without validation "
+        "images: the first; costs one or two more rounds 0); none; "
         "light = small affine (grey images, e.g. digits) / crop + flip (colour: padded "
         "random crop up to 64 px, random-resized crop above); affine = light's small affine moves for colour images "
         "too (shifts and turns, no crop); strong: larger moves (colour jitter) and cutout; "

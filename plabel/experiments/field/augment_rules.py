@@ -17,12 +17,15 @@ import statistics
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+import torch
+
 from plabel.config.args import SpellingsParser
 from plabel.trainer.augment_choice import candidates
 
 # Row variants of the round-0 grids -> the level they trained with (24-epoch rows only, the default's length).
 LEVELS = {"light-24": "light", "none-24": "none", "affine-24": "affine", "light": "light", "none": "none", "affine": "affine"}
-Trial = tuple[str, float, float]  # (level, validation accuracy, test accuracy)
+Trial = tuple[str, float, float, float]  # (level, validation accuracy, test accuracy, validation loss)
+LOSSES = "validation-losses.json"  # beside a sweep's runs: each run's round-0 validation loss, from its weights
 
 
 def sequential(order: Sequence[str], margin: Callable[[int], float]) -> Callable[[list[Trial], int], str]:
@@ -65,15 +68,21 @@ RULES: dict[str, tuple[LevelsOf, Rule]] = {
     "affine, light, none; 1 s.e.": _rule(("affine", "light", "none"), standard_error),
     "affine, light, none; best": _rule(("affine", "light", "none"), best),
     "none, light, affine; 1 s.e.": _rule(("none", "light", "affine"), standard_error),
-    "none, light, affine; best (shipped)": (candidates, lambda t, n: sequential([x[0] for x in t], best)(t, n)),
+    "none, light, affine; best": (candidates, lambda t, n: sequential([x[0] for x in t], best)(t, n)),
     "none on colour": _rule(("none",), best),
+    "none, light, affine; accuracy, a tie to the lower loss": (candidates, lambda t, n: max(t, key=lambda x: (x[1], -x[3]))[0]),
+    "none, light, affine; the lowest validation loss (shipped)": (candidates, lambda t, n: min(t, key=lambda x: x[3])[0]),
 }
 
 
-def load(folders: Sequence[Path]) -> dict[tuple[str, int], dict[str, tuple[float, float, int]]]:
-    """(set, seed) -> level -> (validation accuracy, test accuracy, validation images)."""
-    out: dict[tuple[str, int], dict[str, tuple[float, float, int]]] = {}
+Runs = dict[tuple[str, int], dict[str, tuple[float, float, int, float]]]
+
+
+def load(folders: Sequence[Path]) -> Runs:
+    """(set, seed) -> level -> (validation accuracy, test accuracy, validation images, validation loss)."""
+    out: Runs = {}
     for folder in folders:
+        losses = json.loads((Path(folder) / LOSSES).read_text()) if (Path(folder) / LOSSES).is_file() else {}
         for summary in sorted(Path(folder).glob("*/seed*/summary.json")):
             name, budget, variant = summary.parent.parent.name.split("-", 2)
             if variant not in LEVELS:
@@ -84,7 +93,8 @@ def load(folders: Sequence[Path]) -> dict[tuple[str, int], dict[str, tuple[float
                 continue
             seed = int(summary.parent.name.removeprefix("seed"))
             n_val = row.get("validation_images") or _validation_images(row, int(budget))
-            out.setdefault((name, seed), {})[LEVELS[variant]] = (row["val_accuracy"], row["test_accuracy"], n_val)
+            loss = losses.get(f"{summary.parent.parent.name}/{summary.parent.name}", {}).get("loss", math.nan)
+            out.setdefault((name, seed), {})[LEVELS[variant]] = (row["val_accuracy"], row["test_accuracy"], n_val, loss)
     return out
 
 
@@ -95,7 +105,7 @@ def _validation_images(row: dict, budget: int) -> int:
     return row["labeled"] // (budget - per) * per
 
 
-def table(runs: dict[tuple[str, int], dict[str, tuple[float, float, int]]], channels: dict[str, int]) -> list[str]:
+def table(runs: Runs, channels: dict[str, int]) -> list[str]:
     lines = ["| rule | " + " | ".join(f"{n} s{s}" for n, s in sorted(runs)) + " | mean regret | worst |",
              "|---|" + "---|" * (len(runs) + 2)]
     for rule_name, (levels_of, rule) in RULES.items():
@@ -106,7 +116,7 @@ def table(runs: dict[tuple[str, int], dict[str, tuple[float, float, int]]], chan
             if not all(level in got for level in levels):
                 cells.append("-")
                 continue
-            trials = [(level, got[level][0], got[level][1]) for level in levels]
+            trials = [(level, got[level][0], got[level][1], got[level][3]) for level in levels]
             kept = rule(trials, got[levels[0]][2])
             regret = 100 * (max(got[level][1] for level in ("light", "affine", "none") if level in got) - got[kept][1])
             regrets.append(regret)
@@ -117,7 +127,7 @@ def table(runs: dict[tuple[str, int], dict[str, tuple[float, float, int]]], chan
     return lines
 
 
-def levels_table(runs: dict[tuple[str, int], dict[str, tuple[float, float, int]]]) -> list[str]:
+def levels_table(runs: Runs) -> list[str]:
     """Per set: each level's round-0 test accuracy (mean ± std over seeds) and validation accuracies."""
     lines = ["| set | seeds | none | light | affine | validation (none / light / affine, per seed) |", "|---|---|---|---|---|---|"]
     for name in sorted({n for n, _ in runs}):
@@ -133,10 +143,38 @@ def levels_table(runs: dict[tuple[str, int], dict[str, tuple[float, float, int]]
     return lines
 
 
+def measure(folder: Path) -> dict[str, dict[str, float]]:
+    """Each run's round-0 validation loss and accuracy, recomputed from its weights (model.safetensors,
+    kept in the run folder, not committed) on the validation images its config and seed hold out."""
+    from plabel.data.splits import IndexedImages, make_splits
+    from plabel.data.transforms import source_transform
+    from plabel.use.run import load_run
+
+    out = {}
+    for run_dir in sorted(folder.glob("*/seed*")):
+        if not (run_dir / "model.safetensors").is_file():
+            continue
+        run = load_run(run_dir)
+        splits = make_splits(run.config.data, run.config.seed)
+        data = IndexedImages(splits.train_source, splits.val_source_indices, source_transform(splits.train_source, run.spec, "none", train=False))
+        if not len(data):
+            continue
+        x, y = torch.stack([data[i][0] for i in range(len(data))]), torch.tensor([data[i][1] for i in range(len(data))])
+        with torch.no_grad():
+            logp = torch.log_softmax(run.model(x.to(run.device)).float().cpu().double(), dim=1)
+        out[f"{run_dir.parent.name}/{run_dir.name}"] = {"loss": float(-logp[torch.arange(len(y)), y].mean()),
+                                                          "accuracy": float((logp.argmax(1) == y).double().mean()), "images": len(y)}
+    return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = SpellingsParser(prog="python -m plabel.experiments.field.augment_rules", description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="round-0 sweep folders (results/field/r0, results/field/r0c)")
+    parser.add_argument("--measure", action="store_true", help=f"first recompute each folder's {LOSSES} from its runs' weights")
     args = parser.parse_args(argv)
+    if args.measure:
+        for folder in args.folders:
+            (folder / LOSSES).write_text(json.dumps(measure(folder), indent=1, sort_keys=True) + "\n")
     runs = load(args.folders)
     print("\n".join(levels_table(runs)) + "\n")
     print("\n".join(table(runs, {"mnist": 1})))
