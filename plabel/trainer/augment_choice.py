@@ -29,7 +29,7 @@ from accelerate import Accelerator
 from plabel.config import RunConfig
 from plabel.data.splits import IndexedImages
 from plabel.data.transforms import source_transform
-from plabel.trainer.faults import Preempted, fault_point, stop_requested
+from plabel.trainer.faults import Preempted, fault_point, stop_check_due, stop_requested
 from plabel.trainer.loop import RoundPosition, TrainPlan, train_round
 from plabel.trainer.scoring_pass import ScorePlan
 from plabel.trainer.validation import validation_scores
@@ -79,8 +79,7 @@ def trial_step(accelerator: Accelerator, level: str, stop_check_every: int) -> C
     and the preemption check every ``stop_check_every`` steps and at epoch ends, as in training."""
     def after_step(position: RoundPosition, epoch_ended: bool) -> None:
         fault_point(f"trial:{level}:{position.global_step}", accelerator)
-        look = accelerator.num_processes == 1 or epoch_ended or position.global_step % stop_check_every == 0
-        if look and stop_requested(accelerator):
+        if stop_check_due(accelerator, position.global_step, epoch_ended, stop_check_every) and stop_requested(accelerator):
             raise Preempted(f"stopped during round 0's augmentation trials ({level}); a resumed run redoes them")
     return after_step
 
@@ -98,11 +97,7 @@ def pick(trials: list[Trial]) -> Trial:
     """The lowest validation loss (an exact tie: the earlier trial). The loss, not the accuracy:
     on 20 validation images accuracies move in steps of 5 points and tie often (signs: crop + flip
     and none at 15 of 20 on two seeds of three), while the loss also weighs how sure each model is."""
-    winner = trials[0]
-    for trial in trials[1:]:
-        if trial.val_loss < winner.val_loss:
-            winner = trial
-    return winner
+    return min(trials, key=lambda trial: trial.val_loss)  # min keeps the first of equal ones
 
 
 def choose(

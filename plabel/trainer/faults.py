@@ -97,6 +97,13 @@ def stop_requested(accelerator: Accelerator) -> bool:
     return any_process(accelerator, _signal_received is not None)
 
 
+def stop_check_due(accelerator: Accelerator, global_step: int, epoch_ended: bool, every: int) -> bool:
+    """Whether this step looks for a preemption signal: every step with one process (a local flag),
+    else every ``every`` steps (``checkpoint.stop_check_every``) and at epoch ends. Every process
+    decides alike, as each look is a collective the host waits for."""
+    return accelerator.num_processes == 1 or epoch_ended or global_step % every == 0
+
+
 class Preempted(Exception):
     """Raised after the preemption checkpoint is written."""
 

@@ -29,7 +29,7 @@ from plabel.models.prepare import PreparedModel, fresh_model
 from plabel.models.state import save_weights
 from plabel.trainer.augment_choice import AUTO, choice_line, choose, pipelines
 from plabel.trainer.checkpointer import STATE_FILE, Checkpointer, RunState
-from plabel.trainer.faults import Preempted, fault_point, stop_requested
+from plabel.trainer.faults import Preempted, fault_point, stop_check_due, stop_requested
 from plabel.trainer.loop import RoundPosition, TrainPlan, train_round
 from plabel.trainer.outputs import (
     RoundResult,
@@ -211,9 +211,7 @@ class RoundRunner:
         if self.teacher is not None:
             self.teacher.update_parameters(self.accelerator.unwrap_model(self.model))
         fault_point(f"step:{position.global_step}", self.accelerator)
-        # Every process decides alike whether to look; each look is a collective the host waits for.
-        look = (self.accelerator.num_processes == 1 or epoch_ended
-                or position.global_step % self.cfg.checkpoint.stop_check_every == 0)
+        look = stop_check_due(self.accelerator, position.global_step, epoch_ended, self.cfg.checkpoint.stop_check_every)
         stop = stop_requested(self.accelerator) if look else False
         stage = self.checkpointer.due(position.global_step, position.epoch, epoch_ended, stop)
         if stage is not None:

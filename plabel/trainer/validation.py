@@ -29,18 +29,25 @@ def validation_accuracy(accelerator: Accelerator, model: torch.nn.Module, data: 
     return accuracy(score_dataset(accelerator, model, data, dataclasses.replace(plan, label=f"round {round_index}: validating")))
 
 
+def validation_probabilities(
+    accelerator: Accelerator, model: torch.nn.Module, data: Dataset, plan: ScorePlan, num_classes: int, label: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probabilities (n, classes) in float64, labels (n,)) of every validation image, in dataset
+    order and the same on every process: shards are contiguous and in rank order, and each image is
+    scored in the same batch whatever the number of processes."""
+    plan = dataclasses.replace(plan, cache=None, stoppable=False, reference=None, probabilities=num_classes, label=label)
+    _, columns = score_shard(accelerator, model, data, plan)
+    return gather_concat(accelerator, columns["probabilities"]).double(), gather_concat(accelerator, columns["label"]).long()
+
+
 def validation_scores(
     accelerator: Accelerator, model: torch.nn.Module, data: Dataset, plan: ScorePlan, num_classes: int, label: str
 ) -> tuple[float, float]:
     """(accuracy, mean cross-entropy in nats) on the validation images, the same on every process."""
-    plan = dataclasses.replace(plan, cache=None, stoppable=False, reference=None, probabilities=num_classes, label=label)
-    _, columns = score_shard(accelerator, model, data, plan)
-    probabilities = gather_concat(accelerator, columns["probabilities"]).double()
-    labels = gather_concat(accelerator, columns["label"]).long()
+    probabilities, labels = validation_probabilities(accelerator, model, data, plan, num_classes, label)
     if not labels.numel():
         return math.nan, math.nan
-    rows = torch.arange(labels.numel())
-    loss = float(-probabilities[rows, labels].clamp_min(1e-12).log().mean())
+    loss = float(-probabilities[torch.arange(labels.numel()), labels].clamp_min(1e-12).log().mean())
     return float((probabilities.argmax(dim=1) == labels).double().mean()), loss
 
 
@@ -50,12 +57,9 @@ def confidence_temperature(
     """The temperature that fits the scorer's probabilities on the validation images, scored as the
     pool is (the same views), so ``softmax(logits / T)``'s top probability estimates how often
     the top class is right."""
-    plan = dataclasses.replace(plan, cache=None, stoppable=False, reference=None, probabilities=num_classes,
-                               label=plan.label.replace("scoring the pool", "calibrating on validation"))
-    _, columns = score_shard(accelerator, scorer, data, plan)
-    # Shards are contiguous and in rank order: concatenated, they are the dataset in order.
-    probabilities = gather_concat(accelerator, columns["probabilities"]).double().clamp_min(1e-12)
-    return fit_temperature(probabilities.log().float(), gather_concat(accelerator, columns["label"]))
+    probabilities, labels = validation_probabilities(
+        accelerator, scorer, data, plan, num_classes, plan.label.replace("scoring the pool", "calibrating on validation"))
+    return fit_temperature(probabilities.clamp_min(1e-12).log().float(), labels)
 
 
 @dataclasses.dataclass
