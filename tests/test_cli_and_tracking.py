@@ -190,7 +190,7 @@ def test_wandb_gets_round_axes_media_at_their_round_nested_config_and_the_model(
 
 def test_a_preempted_wandb_segment_is_marked_preempted_not_finished(tmp_path):
     out = tmp_path / "run"
-    args = [*tiny({"train.steps_per_epoch": 12}), "--tracking.mode", "offline", "--output_dir", str(out)]
+    args = [*tiny({"train.steps_per_epoch": 12}), "--tracking.mode", "offline", "--verbose", "--output_dir", str(out)]
     stopped = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=subprocess_env(HOME=str(tmp_path), WANDB_API_KEY=""),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -19,7 +19,8 @@ LONG = tiny({"train.steps_per_epoch": 12, "pseudo.rounds": 2, "pseudo.top_k_perc
 
 
 def _start(out: Path, processes: int, extra=(), **env) -> subprocess.Popen:
-    cmd = launch_command([str(ROOT / "train.py"), *LONG, *extra, "--output_dir", str(out)], processes)
+    # --verbose: a line for every checkpoint, which the kill tests count to time their kills.
+    cmd = launch_command([str(ROOT / "train.py"), *LONG, "--verbose", *extra, "--output_dir", str(out)], processes)
     return subprocess.Popen(
         cmd, cwd=ROOT, env=subprocess_env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,  # its own process group, as a shell job or a SLURM step would be

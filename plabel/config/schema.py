@@ -543,7 +543,7 @@ class RunConfig:
     tracking: TrackingConfig = _sub(TrackingConfig, "tracking")
     checkpoint: CheckpointConfig = _sub(CheckpointConfig, "checkpointing")
     collective_timeout_s: int = _f(600, "seconds a process waits in a collective before the job fails (InitProcessGroupKwargs)")
-    verbose: bool = _f(False, "print the whole resolved config at the start (config.yaml in the run folder always has it)")
+    verbose: bool = _f(False, "print the whole resolved config at the start (config.yaml in the run folder always has it) and a line for every checkpoint, not only each round's and a preemption's")
     # The dotted names the config file and the command line set (load_config fills it); not a
     # field, so never saved or compared: it only tells notes which values the user chose.
     given: ClassVar[frozenset[str]] = frozenset()

@@ -153,7 +153,8 @@ class RoundRunner:
     def save(self, stage: str) -> None:
         self.state.metrics_offset = self.logger.offset()
         path = self.checkpointer.save(self.state, self.selection)
-        print_once(self.accelerator, f"checkpoint ({stage}) -> {path}")
+        if self.cfg.verbose or stage not in ("epoch end", "periodic"):  # one a round, and a preemption's, by default
+            print_once(self.accelerator, f"checkpoint ({stage}) -> {path}")
         # Every checkpoint after a pool's scoring pass holds that round's selection: its parts are done with.
         on_main(self.accelerator, lambda: ScoreCache.clear(self.out_dir))
 
