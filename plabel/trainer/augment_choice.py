@@ -4,13 +4,13 @@ validation loss kept.
 No augmentation fits every dataset. Round 0 alone, 24 epochs, 10 labels per class (docs/results.md,
 "Which moves round 0 wants"): on the MNIST digits small affine moves beat none by 7 points; on
 colour sets no moves won on letters, shapes, house numbers, colour digits and textures (by up to
-17 points over the next level), while crop + flip won on signs by 9 and 15 (seeds 1, 0). So grey
+17 points over the next level), while crop + flip won on signs by 9.5 (seeds 0-2). So grey
 images try light and none; colour ones none, crop + flip (light) and affine, each from the same
 initial weights, and the lowest validation loss (cross-entropy) wins. Replayed on the round-0
-screens (17 set-seed pairs), that rule lost 0.1 points of round-0 accuracy on average to the best
+screens (21 set-seed pairs), that rule lost 0.1 points of round-0 accuracy on average to the best
 level in hindsight (1.8 at worst); the highest validation accuracy, ties to the first level, lost
-0.9 (8.8: 20 validation images tie often), and 0.3.1's first rule (colour: affine unless none led
-by 1.5 standard errors) 5.3 (``python -m plabel.experiments.field.augment_rules``). The choice is
+0.7 (8.8: 20 validation images tie often), and 0.3.1's first rule (colour: affine unless none led
+by 1.5 standard errors) 5.8 (``python -m plabel.experiments.field.augment_rules``). The choice is
 printed, logged and kept in the checkpoints (a resumed run uses it; a run stopped during the
 trials redoes them: no checkpoint is written inside a trial, but a preemption signal still stops
 the run within ``checkpoint.stop_check_every`` steps, so a scheduler's grace period is not spent

@@ -20,11 +20,13 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from plabel.config.args import SpellingsParser
+from plabel.method.scores import fit_temperature
 from plabel.trainer.augment_choice import candidates
 
 # Row variants of the round-0 grids -> the level they trained with (24-epoch rows only, the default's length).
 LEVELS = {"light-24": "light", "none-24": "none", "affine-24": "affine", "light": "light", "none": "none", "affine": "affine"}
-Trial = tuple[str, float, float, float]  # (level, validation accuracy, test accuracy, validation loss)
+# (level, validation accuracy, test accuracy, validation loss, (validation log-probabilities, labels) or None)
+Trial = tuple[str, float, float, float, Optional[tuple[torch.Tensor, torch.Tensor]]]
 LOSSES = "validation-losses.json"  # beside a sweep's runs: each run's round-0 validation loss, from its weights
 
 
@@ -53,6 +55,24 @@ def best(n_val: int) -> float:
     return 1e-9  # any lead wins; a tie stays with the earlier level
 
 
+def calibrated_loss(trial: Trial) -> float:
+    """The validation loss after the temperature that fits this level's own validation images (one
+    parameter per level): compares how right the levels are with each one's confidence scale set aside."""
+    if trial[4] is None:
+        return math.nan
+    logp, labels = trial[4]
+    t = fit_temperature(logp.float(), labels)
+    return float(torch.nn.functional.cross_entropy(logp / t, labels))
+
+
+def brier(trial: Trial) -> float:
+    """Mean squared error of the probabilities against the one-hot label (bounded, unlike the loss)."""
+    if trial[4] is None:
+        return math.nan
+    logp, labels = trial[4]
+    return float(((logp.exp() - torch.nn.functional.one_hot(labels, logp.shape[1])) ** 2).sum(1).mean())
+
+
 GREY = ("light", "none")
 LevelsOf = Callable[[int], tuple[str, ...]]
 Rule = Callable[[list[Trial], int], str]
@@ -72,10 +92,12 @@ RULES: dict[str, tuple[LevelsOf, Rule]] = {
     "none on colour": _rule(("none",), best),
     "none, light, affine; accuracy, a tie to the lower loss": (candidates, lambda t, n: max(t, key=lambda x: (x[1], -x[3]))[0]),
     "none, light, affine; the lowest validation loss (shipped)": (candidates, lambda t, n: min(t, key=lambda x: x[3])[0]),
+    "none, light, affine; the lowest loss after each level's own temperature": (candidates, lambda t, n: min(t, key=calibrated_loss)[0]),
+    "none, light, affine; the lowest Brier score": (candidates, lambda t, n: min(t, key=brier)[0]),
 }
 
 
-Runs = dict[tuple[str, int], dict[str, tuple[float, float, int, float]]]
+Runs = dict[tuple[str, int], dict[str, tuple[float, float, int, float, Optional[tuple[torch.Tensor, torch.Tensor]]]]]
 
 
 def load(folders: Sequence[Path]) -> Runs:
@@ -93,8 +115,10 @@ def load(folders: Sequence[Path]) -> Runs:
                 continue
             seed = int(summary.parent.name.removeprefix("seed"))
             n_val = row.get("validation_images") or _validation_images(row, int(budget))
-            loss = losses.get(f"{summary.parent.parent.name}/{summary.parent.name}", {}).get("loss", math.nan)
-            out.setdefault((name, seed), {})[LEVELS[variant]] = (row["val_accuracy"], row["test_accuracy"], n_val, loss)
+            measured = losses.get(f"{summary.parent.parent.name}/{summary.parent.name}", {})
+            scores = (torch.tensor(measured["log_probs"], dtype=torch.float64), torch.tensor(measured["labels"])) if "log_probs" in measured else None
+            out.setdefault((name, seed), {})[LEVELS[variant]] = (row["val_accuracy"], row["test_accuracy"], n_val,
+                                                                 measured.get("loss", math.nan), scores)
     return out
 
 
@@ -116,7 +140,7 @@ def table(runs: Runs, channels: dict[str, int]) -> list[str]:
             if not all(level in got for level in levels):
                 cells.append("-")
                 continue
-            trials = [(level, got[level][0], got[level][1], got[level][3]) for level in levels]
+            trials = [(level, got[level][0], got[level][1], got[level][3], got[level][4]) for level in levels]
             kept = rule(trials, got[levels[0]][2])
             regret = 100 * (max(got[level][1] for level in ("light", "affine", "none") if level in got) - got[kept][1])
             regrets.append(regret)
@@ -152,7 +176,7 @@ def measure(folder: Path) -> dict[str, dict[str, float]]:
 
     out = {}
     for run_dir in sorted(folder.glob("*/seed*")):
-        if not (run_dir / "model.safetensors").is_file():
+        if run_dir.parent.name.split("-", 2)[-1] not in LEVELS or not (run_dir / "model.safetensors").is_file():
             continue
         run = load_run(run_dir)
         splits = make_splits(run.config.data, run.config.seed)
@@ -163,7 +187,8 @@ def measure(folder: Path) -> dict[str, dict[str, float]]:
         with torch.no_grad():
             logp = torch.log_softmax(run.model(x.to(run.device)).float().cpu().double(), dim=1)
         out[f"{run_dir.parent.name}/{run_dir.name}"] = {"loss": float(-logp[torch.arange(len(y)), y].mean()),
-                                                          "accuracy": float((logp.argmax(1) == y).double().mean()), "images": len(y)}
+                                                          "accuracy": float((logp.argmax(1) == y).double().mean()), "images": len(y),
+                                                          "log_probs": [[round(float(v), 6) for v in r] for r in logp], "labels": y.tolist()}
     return out
 
 
@@ -174,7 +199,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.measure:
         for folder in args.folders:
-            (folder / LOSSES).write_text(json.dumps(measure(folder), indent=1, sort_keys=True) + "\n")
+            runs = measure(folder)  # one run a line: the log-probabilities make long ones
+            (folder / LOSSES).write_text("{\n" + ",\n".join(f"{json.dumps(k)}: {json.dumps(runs[k], sort_keys=True)}" for k in sorted(runs)) + "\n}\n")
     runs = load(args.folders)
     print("\n".join(levels_table(runs)) + "\n")
     print("\n".join(table(runs, {"mnist": 1})))
