@@ -100,6 +100,14 @@ PRIMARY = {"mnist": 10, "letters": 10, "shapes": 30, "textures": 10, "house": 10
 FRESH = {"cand": CAND, "v03": SCREEN["v03"], "cand_random": SCREEN["cand_random"]}
 FRESH_SETS = ("signs", "house", "textures", "colour_digits", "shapes", "letters")
 
+# The default with its round-0 level fixed and nothing held out: beside cand (same level) it prices
+# the validation fifth at the end of the rounds, not only at round 0.
+# Compare each with the cand run of the same set and seed whose trials chose that level: crop + flip
+# (light) is the same pipeline fixed or chosen; auto without validation images takes its no-moves level
+# with auto's pseudo-batch moves, so none_noval is exactly auto's "none" with nothing held out.
+HOLDOUT = {"light_noval": {"data.augment": "light", "data.val_per_class": 0, "train.round0_epochs": 24},
+           "none_noval": {"data.augment": "auto", "data.val_per_class": 0, "train.round0_epochs": 24}}
+
 GRIDS = {
     "field-aug0": lambda: grid(
         "field-aug0", "Round 0 only: the augmentation each field set's labeled images want (issue 32).",
@@ -114,6 +122,10 @@ GRIDS = {
         "field-r0c-fresh", "Round 0 only, auto's three colour levels on seeds 3-4, which no choice saw: the rule's loss to the best level, reported (issue 32).",
         rows(("signs", "house", "colour_digits", "textures"), (10,), {k: R0C[k] for k in ("light", "affine", "none")}), (3, 4),
         {"pseudo.rounds": 0}),
+    "field-holdout": lambda: grid(
+        "field-holdout", "What the validation fifth costs by the last round: the default with auto's level fixed, all labels trained on (issue 32).",
+        [r for name in FRESH_SETS for r in rows((name,), (PRIMARY[name],), HOLDOUT if name in ("signs", "shapes") else {"none_noval": HOLDOUT["none_noval"]})],
+        (3, 4)),
     "field-fresh": lambda: grid(
         "field-fresh", "0.3.1's default, its random twin and 0.3.0's default on fresh seeds (issues 32, 37).",
         [r for variant in FRESH for name in FRESH_SETS for r in rows((name,), (PRIMARY[name],), {variant: FRESH[variant]})], (3, 4)),
