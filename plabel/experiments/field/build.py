@@ -18,7 +18,13 @@ JPEG and PNG, ``plabel.experiments.colour_digits``). Each set's folder holds:
 
 A picture is a function of (set, split, index, seed) alone, so a set is the same however many
 processes build it. Fonts come from the machine (Debian's font packages; ``manifest.json`` lists
-them); with other fonts installed the letters and house numbers differ.
+them); with other fonts installed the letters and house numbers differ. Every result in
+docs/results.md was drawn with these 131 (``fonts_sha256`` 142356cb...08318; fonts-liberation2 and
+fonts-noto-mono add 14 more and change both sets):
+
+    apt-get install fonts-dejavu fonts-liberation fonts-freefont-ttf fonts-crosextra-carlito \
+        fonts-crosextra-caladea fonts-lato fonts-open-sans fonts-linuxlibertine fonts-cantarell \
+        fonts-roboto fonts-noto-core
 """
 
 from __future__ import annotations
