@@ -1,5 +1,6 @@
 """``data.augment auto`` under ``accelerate launch``: round 0's trials (light, none: grey digits) on 2
-processes, killed or preempted inside a trial, rerun, and compared with an uninterrupted run."""
+processes, killed or preempted inside a trial or in round 0's second training (every labeled image), rerun,
+and compared with an uninterrupted run."""
 
 import json
 import subprocess
@@ -27,7 +28,7 @@ def outcome(out: Path, stdout: str) -> dict:
         "weights": load_file(str(out / "model.safetensors")),
         "rounds": summary["rounds"],
         "selection": (out / "pseudo_labels_round01.csv").read_text(),
-        "choice": [line for line in stdout.splitlines() if line.startswith("data.augment auto:")],
+        "choice": got_choice(stdout),
     }
 
 
@@ -39,13 +40,22 @@ def reference(tmp_path_factory):
     return outcome(out, proc.stdout)
 
 
+def got_choice(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith(("data.augment auto:", "round 0 without the"))]
+
+
 def test_the_trials_run_on_two_processes_and_print_one_choice(reference):
-    assert len(reference["choice"]) == 1, reference["choice"]  # the main process's line only
+    assert len(reference["choice"]) == 2, reference["choice"]  # the main process's lines only
+    assert reference["choice"][1].startswith("round 0 without the 10 validation images: validation accuracy ")
+    assert reference["choice"][1].endswith("Training round 0 again on every labeled image (data.val_scope round0)")
+    assert [r["labeled"] for r in reference["rounds"]] == [50, 50]  # the validation images trained on after the trials
     assert "(round 0 trained with each; validation loss (accuracy) light " in reference["choice"][0]
     assert ", none " in reference["choice"][0] and "on 10 images; the lowest loss kept)" in reference["choice"][0]
 
 
-@pytest.mark.parametrize("fault", ["trial:none:4@1:kill", "trial:light:3@0:term"])
+# The last: killed in round 0's second training (every labeled image, data.val_scope round0), after
+# its epoch-end checkpoint at step 3: the rerun keeps the choice and temperature and resumes there.
+@pytest.mark.parametrize("fault", ["trial:none:4@1:kill", "trial:light:3@0:term", "step:4@0:kill"])
 def test_a_run_stopped_inside_a_trial_redoes_them_to_the_same_result(tmp_path, reference, fault):
     out = tmp_path / "run"
     stopped = launch(out, fault)
@@ -55,9 +65,11 @@ def test_a_run_stopped_inside_a_trial_redoes_them_to_the_same_result(tmp_path, r
         assert "Traceback" not in stopped.stdout, stopped.stdout[-3000:]
     assert not (out / "summary.json").exists()
     rerun = launch(out)
+    if fault.startswith("step:"):
+        assert "resumed from" in rerun.stdout and not got_choice(rerun.stdout), rerun.stdout[-3000:]
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     got = outcome(out, rerun.stdout)
-    assert got["choice"] == reference["choice"]
+    assert got["choice"] == (reference["choice"] if not fault.startswith("step:") else [])
     assert got["rounds"] == reference["rounds"] and got["selection"] == reference["selection"]
     for name, tensor in reference["weights"].items():
         assert got["weights"][name].equal(tensor), name

@@ -136,6 +136,24 @@ def test_a_run_folder_of_0_2_defaults_names_the_changed_defaults(tmp_path, capsy
             "configs/default-0.2.yaml restores 0.2's") in capsys.readouterr().out
 
 
+def test_a_run_folder_of_0_3_1_resumes_under_its_config_file(tmp_path, capsys):
+    """A folder written by 0.3.1 has no data.val_scope in its config.yaml (0.3.2 added it): 0.3.2's
+    same command is refused, naming the change and configs/default-0.3.1.yaml, which continues it."""
+    import yaml
+
+    out = tmp_path / "run"
+    old = ["--config", str(ROOT / "configs/default-0.3.1.yaml"), *TINY, "--data.labeled_per_class", "5", "--output_dir", str(out)]
+    assert train_main(old) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["data"].pop("val_scope") == "rounds"  # as 0.3.1 wrote it
+    (out / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    capsys.readouterr()
+    err = _error_of([*TINY, "--data.labeled_per_class", "5", "--output_dir", str(out)], capsys)
+    assert "data.val_scope: 'rounds' there, 'round0' now" in err
+    assert "plabel 0.3.2 changed the default of data.val_scope; configs/default-0.3.1.yaml holds 0.3.1's defaults" in err
+    assert train_main(old) == 0 and "holds a complete run" in capsys.readouterr().out
+
+
 def test_output_dir_of_a_different_run_lists_differences(tmp_path, capsys):
     out = tmp_path / "run"
     _run_once(out)

@@ -28,7 +28,8 @@ def trained(tmp_path_factory):
     unlabeled_folder(root / "photos", 24)
     out = root / "run"
     args = tiny({"data.train.source": "hf", "data.train.name": str(root / "labeled"), "data.unlabeled.source": "folder",
-                 "data.unlabeled.root": str(root / "photos"), "data.test_holdout": 10, "data.val_per_class": 1, "data.pool_limit": "null"})
+                 "data.unlabeled.root": str(root / "photos"), "data.test_holdout": 10, "data.val_per_class": 1, "data.pool_limit": "null",
+                 "data.val_scope": "rounds"})  # validated every round: a best round's weights
     done = run_train([*args, "--tracking.mode", "disabled", "--output_dir", str(out)])
     assert done.returncode == 0, done.stderr[-3000:]
     return root, out

@@ -21,7 +21,7 @@ AUTO_VAL_SHARE, AUTO_VAL_MIN_PER_CLASS = 0.2, 5
 
 
 def hold_out_validation(
-    labels: torch.Tensor, labeled: torch.Tensor, num_classes: int, per_class: int | None, seed: int
+    labels: torch.Tensor, labeled: torch.Tensor, num_classes: int, per_class: int | None, seed: int, scope: str = "rounds",
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(training indices, validation indices, the line that says so) from the labeled ``labeled``.
 
@@ -50,5 +50,10 @@ def hold_out_validation(
     keep[val] = False
     train = labeled[keep[labeled]]
     auto = " (auto: a fifth of each class; data.val_per_class sets it, 0 trains on all)" if per_class is None else ""
+    if scope == "round0":  # data.val_scope: they join training once round 0 has chosen with them
+        return train, val, (f"validation: {val.numel()} labeled images held out of round 0's first training ({train.numel()} "
+                            f"left) to choose its augmentation and calibrate the precision estimate, then trained on: round 0 "
+                            f"is trained again on all {labeled.numel()}{auto}; no later round is validated "
+                            "(--data.val_scope rounds keeps them out to validate every round)")
     return train, val, (f"validation: {val.numel()} labeled images held out of training ({train.numel()} left) to validate "
                         f"rounds and calibrate the precision estimate{auto}")

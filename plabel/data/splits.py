@@ -132,7 +132,7 @@ def make_splits(cfg: DataConfig, seed: int, pool_index: PathIndex | None = None)
         pool_indices = torch.cat([pool_indices, torch.arange(base_size, base_size + count)])
         if cfg.test.source == "holdout":
             test = train  # the same images; the held-out indices are all below base_size
-    labeled_indices, val_indices, note = hold_out_validation(train.labels, labeled_indices, num_classes, cfg.val_per_class, seed)
+    labeled_indices, val_indices, note = hold_out_validation(train.labels, labeled_indices, num_classes, cfg.val_per_class, seed, cfg.val_scope)
     return Splits(train, test, labeled_indices, pool_indices, test_indices, num_classes, [note], val_indices)
 
 
@@ -174,7 +174,7 @@ def _own_data_splits(cfg: DataConfig, seed: int, pool_index: PathIndex | None) -
     if empty:
         raise ConfigError(f"data.train: class {empty[0]!r} has no labeled sample left for training; add samples or lower data.test_holdout")
     labeled_indices = torch.nonzero(available).flatten()
-    labeled_indices, val_indices, val_note = hold_out_validation(labeled_source.labels, labeled_indices, num_classes, cfg.val_per_class, seed)
+    labeled_indices, val_indices, val_note = hold_out_validation(labeled_source.labels, labeled_indices, num_classes, cfg.val_per_class, seed, cfg.val_scope)
     pool_indices = torch.arange(n, n + len(pool_source))
     notes = refuse_test_in_labeled(labeled_source, test) if test is not train else []
     notes.append(val_note)

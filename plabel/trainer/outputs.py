@@ -50,16 +50,18 @@ def estimate_halfwidth(estimate: float, n: int) -> float:
 def format_table(rows: Sequence[dict[str, Any]], junk: Optional[bool] = None, validation: Optional[bool] = None) -> str:
     """The per-round table; a ``junk`` column (share of the selection) when the pool holds junk
     (``junk``; by default, when a row has a junk share: round 0 alone has none); ``estimate`` (the
-    selection's precision estimated without pool labels) and ``val_acc`` columns when the run
-    validates (``validation``; by default, when a row has a validation accuracy)."""
+    selection's precision estimated without pool labels; also when a row has one) and ``val_acc``
+    columns when the run validates (``validation``; by default, when a row has a validation accuracy)."""
     if junk is None:
         junk = any(r.get("junk_share") is not None for r in rows)
     if validation is None:
         validation = any(r.get("val_accuracy") is not None for r in rows)
+    # data.val_scope round0: the estimate is calibrated at round 0 and no later round is validated.
+    estimates = validation or any(r.get("precision_estimate") is not None for r in rows)
     lines = [
-        "round | k%   | labeled | pseudo | precision | " + ("estimate | " if validation else "") + ("junk   | " if junk else "")
+        "round | k%   | labeled | pseudo | precision | " + ("estimate | " if estimates else "") + ("junk   | " if junk else "")
         + ("val_acc | " if validation else "") + "test_acc",
-        "------|------|---------|--------|-----------|-" + ("---------|-" if validation else "") + ("-------|-" if junk else "")
+        "------|------|---------|--------|-----------|-" + ("---------|-" if estimates else "") + ("-------|-" if junk else "")
         + ("--------|-" if validation else "") + "--------",
     ]
     for r in rows:
@@ -72,9 +74,11 @@ def format_table(rows: Sequence[dict[str, Any]], junk: Optional[bool] = None, va
             share = r.get("junk_share")
             junk_cell = ("-" if share is None else f"{100 * share:.2f}%").rjust(6) + " | "
         estimate_cell = val_cell = ""
-        if validation:
-            e, v = r.get("precision_estimate"), r.get("val_accuracy")
+        if estimates:
+            e = r.get("precision_estimate")
             estimate_cell = ("-" if e is None else f"{100 * e:.2f}%").rjust(8) + " | "
+        if validation:
+            v = r.get("val_accuracy")
             val_cell = ("-" if v is None else f"{100 * v:.2f}%").rjust(7) + " | "
         lines.append(
             f"{r['round_index']:5d} | {k:>4} | {r['labeled']:7d} | {r['pseudo_labeled']:6d} | {prec:>9} | {estimate_cell}{junk_cell}"
@@ -208,3 +212,34 @@ def unreadable_note(splits: Splits, new: list[int], round_index: int) -> Optiona
 
 def finite_or_none(value: Optional[float]) -> Optional[float]:
     return value if value is not None and math.isfinite(value) else None
+
+
+def views_note(views: int, noise: str) -> str:
+    kind = "one-pixel shifts" if noise == "shift" else "MC dropout passes"
+    return f"pool scoring: {views} views per image (the clean one and {views - 1} {kind}), {views}x the cost of one pass"
+
+
+def compile_note(round_index: int, step_times: Sequence[float]) -> str:
+    steady = sorted(step_times[1:])[len(step_times[1:]) // 2]
+    return (f"torch.compile: round {round_index}'s first step took {step_times[0]:.1f} s "
+            f"(compiling), the others {steady:.3f} s (median, host time)")
+
+
+def run_summary(out_dir: Any, num_processes: int, rows: list[dict[str, Any]], wall_s: float, cpu_s: float,
+                best: dict[str, Any], unreadable: list[str]) -> dict[str, Any]:
+    """summary.json: the run's rows and what they add up to; ``best`` is ``validation.Best.to_state()``."""
+    baseline = rows[0]["test_accuracy"]
+    return {
+        "output_dir": str(out_dir),
+        "num_processes": num_processes,
+        "baseline_accuracy": baseline,
+        "final_accuracy": rows[-1]["test_accuracy"],
+        "best_accuracy": max(r["test_accuracy"] for r in rows),
+        "gain_over_baseline": rows[-1]["test_accuracy"] - baseline,
+        "wall_time_s": wall_s,
+        "cpu_time_s": cpu_s,
+        "rounds": rows,
+        "best_round_by_validation": best.get("round_index"),
+        "best_val_accuracy": best.get("val_accuracy"),
+        "unreadable_pool_images": unreadable,
+    }

@@ -120,7 +120,7 @@ class Guard:
 
 def prepare_plan(
     accelerator: Accelerator, model: torch.nn.Module, labeled: Optional[LabeledViews], request: SelectionRequest,
-    plan: ScorePlan, validation: Optional[Dataset] = None,
+    plan: ScorePlan, validation: Optional[Dataset] = None, fixed_temperature: Optional[float] = None,
 ) -> tuple[ScorePlan, Guard, dict[str, float]]:
     """The pool's scoring plan for this request: a fitted temperature, the guard's reference
     features, and (with validation images) the temperature that calibrates the precision
@@ -133,6 +133,9 @@ def prepare_plan(
         t = confidence_temperature(accelerator, model, validation, plan, request.num_classes)
         plan = replace(plan, confidence_temperature=t)
         metrics["select/confidence_temperature"] = t
+    elif fixed_temperature is not None:  # data.val_scope round0: round 0's, the validation images since trained on
+        plan = replace(plan, confidence_temperature=fixed_temperature)
+        metrics["select/confidence_temperature"] = fixed_temperature
     if labeled is None or (not request.calibrate and request.guard == "none"):
         return plan, Guard(), metrics
     bare = accelerator.unwrap_model(model)
@@ -194,6 +197,7 @@ def select_for_round(
     labeled: Optional[LabeledViews] = None,
     last: Optional[Selection] = None,
     validation: Optional[Dataset] = None,
+    fixed_temperature: Optional[float] = None,
 ) -> RoundSelection:
     """Score the pool and pick this round's pseudo-labels, identically on every process.
 
@@ -203,11 +207,12 @@ def select_for_round(
     Statistics are always reported on entropy, whatever ranking picks the samples. ``labeled`` is
     needed by calibration and the guard; ``last`` (the previous round's selection) gives the
     agreement between rounds. ``validation`` (held-out labeled images) calibrates the selection's
-    precision estimate (``select/precision_estimate``), which needs no pool label.
+    precision estimate (``select/precision_estimate``), which needs no pool label; without it,
+    ``fixed_temperature`` (round 0's, data.val_scope round0) does.
     """
     r = request
     pool_size = len(pool)  # type: ignore[arg-type]
-    plan, guard, extra = prepare_plan(accelerator, model, labeled, r, plan, validation)
+    plan, guard, extra = prepare_plan(accelerator, model, labeled, r, plan, validation, fixed_temperature)
     index, columns = score_shard(accelerator, model, pool, plan)
     fault_point(f"scored:{r.round_index}", accelerator)
     start, stop = (int(index[0]), int(index[-1]) + 1) if index.numel() else (0, 0)

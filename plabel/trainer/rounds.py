@@ -27,7 +27,7 @@ from plabel.distributed.processes import on_main, print_once
 from plabel.method.selection import Selection
 from plabel.models.prepare import PreparedModel, fresh_model
 from plabel.models.state import save_weights
-from plabel.trainer.augment_choice import AUTO, choice_line, choose, pipelines
+from plabel.trainer.augment_choice import AUTO, pipelines
 from plabel.trainer.checkpointer import STATE_FILE, Checkpointer, RunState
 from plabel.trainer.faults import Preempted, fault_point, stop_check_due, stop_requested
 from plabel.trainer.loop import RoundPosition, TrainPlan, train_round
@@ -35,13 +35,17 @@ from plabel.trainer.outputs import (
     RoundResult,
     batch_note,
     closing_lines,
+    compile_note,
     config_line,
     finite_or_none,
     log_selection_media,
     round_line,
+    run_summary,
     unreadable_note,
+    views_note,
     write_pseudo_labels,
 )
+from plabel.trainer.round0 import TEMPERATURE, refits, restart, run_trials, trials_due, unvalidated_line
 from plabel.trainer.round_selection import LabeledViews, SelectionRequest, select_for_round
 from plabel.trainer.run_dir import RunDir
 from plabel.trainer.scoring_cache import ScoreCache
@@ -91,13 +95,16 @@ class RoundRunner:
         self.pool = IndexedImages(train_source, splits.pool_source_indices, eval_tf, skip_unreadable=True)
         self.test = IndexedImages(splits.test_source, splits.test_source_indices, test_tf)
         self.val = IndexedImages(train_source, splits.val_source_indices, eval_tf) if splits.val_source_indices.numel() else None
+        # data.val_scope round0: once round 0 has chosen with them, the validation images are trained on too.
+        self.refit = refits(cfg, self.val is not None)
+        every = torch.sort(torch.cat([splits.labeled_source_indices, splits.val_source_indices])).values
+        self.levels_all = pipelines(cfg, train_source, spec, every, eval_tf) if self.refit else self.levels
+        self.clean_all = IndexedImages(train_source, every, eval_tf)
         self.best = Best()
         for note in prepared.notes:
             print_once(accelerator, note)
         if cfg.pseudo.score_views > 1:
-            kind = "one-pixel shifts" if cfg.pseudo.score_noise == "shift" else "MC dropout passes"
-            print_once(accelerator, f"pool scoring: {cfg.pseudo.score_views} views per image (the clean one and "
-                       f"{cfg.pseudo.score_views - 1} {kind}), {cfg.pseudo.score_views}x the cost of one pass")
+            print_once(accelerator, views_note(cfg.pseudo.score_views, cfg.pseudo.score_noise))
         print_once(accelerator,
             f"data: {splits.train_source.description}; labeled {len(self.labeled)}, pool {len(self.pool)}, "
             f"test {len(self.test)}, {num_classes} classes"
@@ -141,8 +148,8 @@ class RoundRunner:
         loaded, self.selection = self.checkpointer.restore(checkpoint)
         self.state = RunState(**{**loaded, "num_processes": accelerator.num_processes, "config": resolved})
         self.best = Best.from_state(self.state.best)
-        if "data.augment" in self.state.choices:  # chosen at round 0 (auto): the labeled batch keeps it
-            self._use_level(self.state.choices["data.augment"])
+        if "data.augment" in self.state.choices or TEMPERATURE in self.state.choices:  # chosen at round 0: kept
+            self._use_level(self.state.choices.get("data.augment", self.levels.preferred), TEMPERATURE in self.state.choices)
         if loaded["num_processes"] != accelerator.num_processes:
             print_once(accelerator,
                 f"note: checkpoint written by {loaded['num_processes']} processes, resuming with "
@@ -177,7 +184,7 @@ class RoundRunner:
             try:
                 picked = select_for_round(
                     accelerator, scorer, self.pool, self.splits.pool_labels, request, plan, self.labeled_views, self.selection,
-                    self.val,
+                    None if self.refit else self.val, self.state.choices.get(TEMPERATURE),
                 )
             except Preempted:
                 self.logger.close(preempted=True)
@@ -221,23 +228,32 @@ class RoundRunner:
         if stop:
             raise Preempted(f"stopped at global step {position.global_step}; checkpoint written")
 
-    def _use_level(self, level: str) -> None:
-        self.labeled, self.pseudo_tf = self.levels.labeled[level], self.levels.pseudo_tf[level]
-        self.labeled_views = dataclasses.replace(self.labeled_views, augmented=self.labeled)  # the guard's views, too
+    def _use_level(self, level: str, every_label: bool = False) -> None:
+        levels = self.levels_all if every_label else self.levels
+        self.labeled, self.pseudo_tf = levels.labeled[level], levels.pseudo_tf[level]
+        clean = self.clean_all if every_label else self.labeled_views.clean
+        self.labeled_views = LabeledViews(clean, self.labeled)  # the guard's and calibration's views, too
 
-    def _choose_augment(self, plan: TrainPlan) -> RoundPosition:
-        """data.augment auto: round 0 with each candidate from the same weights; the winner stays."""
-        winner, trials, position = choose(self.accelerator, self.model, self.optimizer, self.levels.labeled, None, plan,
-                                          RoundPosition(**self.state.position), self.val, self.score_plan, lambda m, s: None,
-                                          self.splits.num_classes, self.cfg.checkpoint.stop_check_every)
-        self._use_level(winner.level)
-        self.state.choices["data.augment"] = winner.level
-        if self.teacher is not None:  # the EMA teacher starts from the chosen round 0's weights
+    def _round0_trials(self, plan: TrainPlan) -> Optional[RoundPosition]:
+        """Round 0 without the validation images (plabel.trainer.round0). Returns the position to go
+        on from (val_scope rounds), or None: round 0 restarts on every labeled image (round0)."""
+        start = RoundPosition(**self.state.position)
+        levels = self.levels.labeled if self.cfg.data.augment == AUTO else {self.levels.preferred: self.labeled}
+        outcome = run_trials(self.accelerator, self.cfg, self.model, self.optimizer, levels, plan, start, self.val,
+                             self.score_plan, self.splits.num_classes)
+        level = outcome.level or self.levels.preferred
+        if outcome.level is not None:
+            self.state.choices["data.augment"] = outcome.level
+        if outcome.temperature is not None:
+            self.state.choices[TEMPERATURE] = outcome.temperature
+            restart(self.accelerator, self.model, self.optimizer, outcome)
+        self._use_level(level, self.refit)
+        if self.teacher is not None:  # the EMA teacher starts from the weights round 0 goes on from
             self.teacher.module.load_state_dict(self.accelerator.unwrap_model(self.model).state_dict())
-        for t in trials:
-            self.state.pending_metrics.update({f"round/val_accuracy_{t.level}": t.val_accuracy, f"round/val_loss_{t.level}": t.val_loss})
-        print_once(self.accelerator, choice_line(winner, trials, len(self.val)))  # type: ignore[arg-type]
-        return position
+        self.state.pending_metrics.update(outcome.metrics)
+        for line in outcome.lines:
+            print_once(self.accelerator, line)
+        return None if self.refit else outcome.position
 
     def train_and_evaluate(self, round_index: int) -> None:
         """Train the rest of the round, test, log the round's row and checkpoint its end."""
@@ -253,8 +269,11 @@ class RoundRunner:
         plan = self.plan_round0 if round_index == 0 else self.plan
         self.checkpointer.epochs_per_round = plan.train.epochs
         try:
-            if round_index == 0 and cfg.data.augment == AUTO and "data.augment" not in state.choices and self.val is not None:
-                position = self._choose_augment(plan)
+            chosen = None
+            if round_index == 0 and trials_due(cfg, state.choices, self.val is not None):
+                chosen = self._round0_trials(plan)
+            if chosen is not None:
+                position = chosen
             else:
                 position = train_round(
                     accelerator, self.model, self.optimizer, self.labeled, pseudo, plan, RoundPosition(**state.position),
@@ -264,14 +283,12 @@ class RoundRunner:
             self.logger.close(preempted=True)
             raise
         if cfg.train.compile and len(step_times) > 2:
-            steady = sorted(step_times[1:])[len(step_times[1:]) // 2]
-            print_once(accelerator, f"torch.compile: round {round_index}'s first step took {step_times[0]:.1f} s "
-                       f"(compiling), the others {steady:.3f} s (median, host time)")
+            print_once(accelerator, compile_note(round_index, step_times))
         plan = dataclasses.replace(self.score_plan, label=f"round {round_index}: testing")
         acc = accuracy(score_dataset(accelerator, self.model, self.test, plan))
         pseudo_count = len(selection) if (selection is not None and round_index > 0) else 0
         val_acc, val_notes = None, []
-        if self.val is not None:
+        if self.val is not None and not self.refit:
             val_acc = validation_accuracy(accelerator, self.model, self.val, self.score_plan, round_index)
             previous = state.rows[-1].get("val_accuracy") if state.rows else None
             self.best, val_notes = after_round(accelerator, self.model, self.out_dir, self.best, round_index, val_acc, previous, len(self.val))
@@ -304,26 +321,12 @@ class RoundRunner:
         accelerator, rows = self.accelerator, self.state.rows
         accelerator.wait_for_everyone()
         save_weights(accelerator, self.model, self.out_dir / "model.safetensors")  # plain keys, compiled or not
-        baseline = rows[0]["test_accuracy"]
         # CPU seconds of this session (not of earlier, interrupted ones), summed over processes:
         # what a sweep over many runs reports as its cost.
         cpu_time = sum_across_processes(accelerator, torch.tensor([time.process_time() - cpu_started], dtype=torch.float64))
-        summary: dict[str, Any] = {
-            "output_dir": str(self.out_dir),
-            "num_processes": accelerator.num_processes,
-            "baseline_accuracy": baseline,
-            "final_accuracy": rows[-1]["test_accuracy"],
-            "best_accuracy": max(r["test_accuracy"] for r in rows),
-            "gain_over_baseline": rows[-1]["test_accuracy"] - baseline,
-            "wall_time_s": round(time.time() - started, 1),
-            "cpu_time_s": round(float(cpu_time[0]), 1),
-            "rounds": rows,
-            "best_round_by_validation": self.best.round_index,
-            "best_val_accuracy": self.best.val_accuracy if self.best.round_index is not None else None,
-            "unreadable_pool_images": [
-                self.splits.train_source.describe(int(self.splits.pool_source_indices[p])) for p in self.state.unreadable_pool[:1000]
-            ],
-        }
+        unreadable = [self.splits.train_source.describe(int(self.splits.pool_source_indices[p])) for p in self.state.unreadable_pool[:1000]]
+        summary = run_summary(self.out_dir, accelerator.num_processes, rows, round(time.time() - started, 1),
+                              round(float(cpu_time[0]), 1), self.best.to_state(), unreadable)
         self.logger.write_summary(summary)
         if self.cfg.tracking.log_model:
             files = [self.out_dir / name for name in ("model.safetensors", "config.yaml", "run_info.json")]
@@ -331,7 +334,7 @@ class RoundRunner:
                 files.append(self.checkpointer.newest())
             self.logger.log_model(f"model-{self.wandb_run_id}", files)
         print_once(accelerator, closing_lines(summary))
-        line = best_line(self.best, rows[-1]["round_index"])
+        line = unvalidated_line(len(self.val)) if self.refit and self.val is not None else best_line(self.best, rows[-1]["round_index"])
         if line:
             print_once(accelerator, line)
         offline_dirs = self.logger.offline_run_dirs()

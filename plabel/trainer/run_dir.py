@@ -21,7 +21,7 @@ import yaml
 from accelerate import Accelerator
 
 from plabel.config import ConfigError, RunConfig, diff_configs, flatten
-from plabel.config.defaults_history import changed_defaults_hint
+from plabel.config.defaults_history import changed_defaults_hint, with_absent_keys
 from plabel.data.pool_index import INDEX_FILE
 from plabel.distributed.processes import decide_on_main
 from plabel.trainer.checkpointer import STATE_FILE, newest_valid_checkpoint, verify_checkpoint
@@ -90,14 +90,14 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     """Fields that change results and differ. A run folder from before 0.2 recorded no effective
     precision (null): it cannot be compared, so it is not held against the run."""
     ignore = RESUME_IGNORES + (("train.mixed_precision",) if flatten(saved).get("train.mixed_precision") is None else ())
-    return [k for k in diff_configs(saved, current, ignore) if not k.startswith(RESUME_IGNORE_PREFIXES)]
+    return [k for k in diff_configs(with_absent_keys(saved), current, ignore) if not k.startswith(RESUME_IGNORE_PREFIXES)]
 
 
 def _differences_message(where: str, saved: dict[str, Any], current: dict[str, Any], names: list[str]) -> str:
-    fs, fc = flatten(saved), flatten(current)
+    fs, fc = flatten(with_absent_keys(saved)), flatten(current)
     shown = "; ".join(f"{n}: {fs.get(n)!r} there, {fc.get(n)!r} now" for n in names[:6])
     more = f" (+{len(names) - 6} more)" if len(names) > 6 else ""
-    return f"{where} was written by a different configuration ({shown}{more}){changed_defaults_hint(names, saved)}"
+    return f"{where} was written by a different configuration ({shown}{more}){changed_defaults_hint(names, with_absent_keys(saved))}"
 
 
 def _run_id(path: Path) -> str:

@@ -134,7 +134,9 @@ def _weights_file(run_dir: Path, checkpoint: str) -> Path:
         if path.is_file():
             return path
         newest = list_checkpoints(run_dir)
-        what = "final weights (the run has not finished)" if checkpoint == "final" else "best-round weights (the run had no validation images)"
+        what = ("final weights (the run has not finished)" if checkpoint == "final" else
+                "best-round weights (no round was validated: the run had no validation images, or data.val_scope round0 "
+                "trained on them after round 0; its model.safetensors is the last round's)")
         offer = f"; its newest checkpoint is {newest[0]}: load_run(..., checkpoint='newest')" if newest else ""
         raise ConfigError(f"checkpoint: {run_dir} has no {WEIGHTS[checkpoint]}, so no {what}{offer}")
     if checkpoint == "newest":
