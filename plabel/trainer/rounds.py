@@ -106,8 +106,9 @@ class RoundRunner:
         if cfg.pseudo.score_views > 1:
             print_once(accelerator, views_note(cfg.pseudo.score_views, cfg.pseudo.score_noise))
         print_once(accelerator,
-            f"data: {splits.train_source.description}; labeled {len(self.labeled)}, pool {len(self.pool)}, "
-            f"test {len(self.test)}, {num_classes} classes"
+            f"data: {splits.train_source.description}; labeled {len(self.labeled)}"
+            + (f" + {len(self.val)} validation{' (trained on after round 0 chooses)' if self.refit else ''}" if self.val else "")
+            + f", pool {len(self.pool)}, test {len(self.test)}, {num_classes} classes"
         )
 
         self.options = loader_options(cfg, accelerator)

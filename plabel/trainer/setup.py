@@ -243,8 +243,9 @@ def data_notes(cfg: RunConfig, splits: Splits) -> list[str]:
     """What a user of their own data should know about the split (printed once, at the start)."""
     if cfg.data.unlabeled.source == "none":
         return list(splits.notes)
-    notes = list(splits.notes) + [f"note: own data: every sample of data.train is labeled ({splits.labeled_source_indices.numel()} for training); "
-             "data.labeled_per_class is not used"]
+    held = int(splits.val_source_indices.numel())
+    split = f"{splits.labeled_source_indices.numel()} for training" + (f", {held} validation" if held else "")
+    notes = list(splits.notes) + [f"note: own data: every sample of data.train is labeled ({split}); data.labeled_per_class is not used"]
     n = int(splits.test_source_indices.numel())
     if cfg.data.test.source == "holdout" and n < 1000:
         notes.append(
