@@ -29,6 +29,7 @@ def test_round0_chooses_and_calibrates_then_trains_on_every_label(tmp_path, caps
     assert [r["labeled"] for r in rows] == [50, 50]  # the 10 validation images joined the 40
     assert all(r["val_accuracy"] is None for r in rows) and summary["best_round_by_validation"] is None
     assert rows[1]["precision_estimate"] is not None and rows[1]["validation_images"] == 10  # round 0's temperature
+    assert rows[1]["calibrated_at_round0"] is True and " from 10 validation images at round 0), " in printed
     assert not (tmp_path / "run" / "model_best.safetensors").exists()
     assert ("data.augment auto: " in printed) == (augment == "auto")  # a fixed level has nothing to choose
     assert "round 0 without the 10 validation images: validation accuracy " in printed
@@ -49,6 +50,7 @@ def test_rounds_keeps_them_out_and_validates_every_round(tmp_path, capsys):
     assert all(r["val_accuracy"] is not None for r in rows) and summary["best_round_by_validation"] is not None
     assert (tmp_path / "run" / "model_best.safetensors").exists()
     assert "round 0 without the" not in printed and "best round by validation: " in printed
+    assert " validation images), " in printed and "at round 0)" not in printed  # the temperature of each round
     assert "labeled 40 + 10 validation, pool " in printed and "defaults changed in plabel 0.3.2" not in printed
 
 
