@@ -123,6 +123,7 @@ def test_wandb_sweep_file_is_yaml_whose_command_train_py_parses(tmp_path, capsys
     (["bogus=1"], "bogus=1: expected key=value with a train.py option"),
     (["pseudo.score=randm"], "pseudo.score"),
     (["--rows", "nope"], "no row 'nope'"),
+    (["--rows", "random", "pseudo.top_k_percent=40"], "'pseudo.top_k_percent=40' is an option, not a row: put key=value options before --rows"),
     (["--seeds", "7"], "--seeds: 7 is not among the grid's seeds"),
 ])
 def test_command_line_options_and_filters_are_checked(tmp_path, capsys, argv, expected):

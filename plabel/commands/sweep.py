@@ -72,6 +72,9 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.collect:
         return _table(grid, out)
     for name in args.rows or []:
+        if "=" in name:  # --rows takes every word after it, options typed last included
+            raise ConfigError(f"--rows: {name!r} is an option, not a row: put key=value options before --rows "
+                              f"(plabel sweep {args.grid} {name} --rows ...)")
         grid.row(name)  # an unknown row is one line
     unknown_seeds = sorted(set(args.seeds or []) - set(grid.seeds))
     if unknown_seeds:

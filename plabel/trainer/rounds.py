@@ -99,7 +99,7 @@ class RoundRunner:
         self.refit = refits(cfg, self.val is not None)
         every = torch.sort(torch.cat([splits.labeled_source_indices, splits.val_source_indices])).values
         self.levels_all = pipelines(cfg, train_source, spec, every, eval_tf) if self.refit else self.levels
-        self.clean_all = IndexedImages(train_source, every, eval_tf)
+        self.clean_all = IndexedImages(train_source, every, eval_tf) if self.refit else self.labeled_views.clean
         self.best = Best()
         for note in prepared.notes:
             print_once(accelerator, note)
