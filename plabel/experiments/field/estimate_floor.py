@@ -50,10 +50,11 @@ def _balanced_lowest(entropy: torch.Tensor, predicted: torch.Tensor, percent: fl
 
 
 def fit_platt(feature: torch.Tensor, correct: torch.Tensor, steps: int = 100) -> tuple[float, float]:
-    """P(right) = sigmoid(a + b * feature), fitted by cross-entropy (Platt scaling on one score)."""
+    """P(right) = sigmoid(a + b * feature), fitted by cross-entropy (Platt scaling on one score), with
+    a small ridge term so that a 20-image fit that separates perfectly stays finite."""
     ab = torch.zeros(2, requires_grad=True)
     optimizer = torch.optim.LBFGS([ab], lr=0.5, max_iter=steps)
-    x, y = feature.double().float(), correct.float()
+    x, y = feature.float(), correct.float()
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
