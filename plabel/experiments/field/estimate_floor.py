@@ -1,6 +1,7 @@
 """How many held-out labeled images the precision estimate needs: an offline study on finished runs.
 
-    python -m plabel.experiments.field.estimate_floor results/field/v032/*/seed5 --out results/field/estimate-floor.json
+    python -m plabel.experiments.field.estimate_floor results/field/v032/*/seed5 --out results/field/estimate-floor/seed5.json
+    python -m plabel.experiments.field.estimate_floor --summarize results/field/estimate-floor/*.json
 
 The run's estimate is the mean top probability of the selected pool images under softmax(logits / T),
 T fitted on held-out labeled images (``plabel.method.scores.fit_temperature``). Its error has two
@@ -136,15 +137,39 @@ def study(folder: Path, percents: Sequence[float], per_class: Sequence[int], dra
     return out
 
 
+def summary_table(results: list[dict[str, Any]]) -> str:
+    """docs/results.md's table: per calibrator and n, the mean absolute error over every (teacher, k)
+    cell, the largest, and how many cells are within 3 points; the first row fitted on all test images."""
+    cells = [row for r in results for row in r["percents"].values()]
+    keys = (("temperature", "all_test_error", "mean_abs_error"), ("Platt on log entropy", "all_test_platt_error", "platt_mean_abs_error"),
+            ("entropy rank", "all_test_rank_error", "rank_mean_abs_error"))
+    lines = [f"| calibrated on ({len(results)} teachers, {len(cells)} cells) | " + " | ".join(k[0] for k in keys) + " |",
+             "|---" * (len(keys) + 1) + "|"]
+    signed = [[100 * c[k[1]] for c in cells] for k in keys]
+    lines.append("| all test images (signed) | " + " | ".join(
+        f"{min(v):+.1f} to {max(v):+.1f}, mean abs {statistics.fmean(map(abs, v)):.1f} ({sum(abs(x) <= 3 for x in v)})" for v in signed) + " |")
+    for n in sorted({int(n) for c in cells for n in c["by_n"]}):
+        values = [[100 * c["by_n"][str(n)][k[2]] for c in cells if str(n) in c["by_n"]] for k in keys]
+        lines.append(f"| {n} a class | " + " | ".join(
+            f"{statistics.fmean(v):.1f} ({max(v):.1f}; {sum(x <= 3 for x in v)} of {len(v)})" for v in values) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m plabel.experiments.field.estimate_floor", description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="finished run folders (a field set's runs: truth.csv and test folder)")
+    parser.add_argument("runs", nargs="*", type=Path, help="finished run folders (a field set's runs: truth.csv and test folder)")
     parser.add_argument("--percents", nargs="+", type=float, default=[30.0, 60.0, 95.0])
     parser.add_argument("--per_class", nargs="+", type=int, default=[2, 5, 10, 20, 50])
     parser.add_argument("--draws", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=None, help="where to write the study (JSON)")
+    parser.add_argument("--summarize", nargs="+", type=Path, default=None, help="print the table of these studies (JSON) and stop")
     args = parser.parse_args(argv)
+    if args.summarize:
+        print(summary_table([r for path in args.summarize for r in json.loads(path.read_text())]))
+        return 0
+    if args.out is None:
+        parser.error("--out is required to run a study")
     torch.set_num_threads(1)
     results = [study(folder, args.percents, args.per_class, args.draws, args.seed) for folder in args.runs]
     args.out.write_text(json.dumps(results, indent=1) + "\n")
