@@ -2,7 +2,7 @@
 
 import torch
 
-from plabel.experiments.field.estimate_floor import _balanced_lowest, _quantile, fit_platt
+from plabel.experiments.field.estimate_floor import _quantile, fit_platt
 
 
 def test_quantiles_are_ranks_within_the_set_whatever_its_scale():
@@ -21,9 +21,3 @@ def test_platt_follows_a_known_logistic_and_keeps_the_share_right():
     # The small ridge term (there for 20-image fits that separate perfectly) flattens it a little.
     assert b < 0 and float((fitted - truth).abs().mean()) < 0.04
     assert abs(float(fitted.mean() - right.float().mean())) < 0.01
-
-
-def test_balanced_selection_takes_each_predicted_class_lowest_share():
-    entropy = torch.tensor([0.9, 0.1, 0.5, 0.3, 0.2, 0.8])
-    predicted = torch.tensor([0, 0, 0, 0, 1, 1])
-    assert sorted(_balanced_lowest(entropy, predicted, 50).tolist()) == [1, 3, 4]

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import torch
 
 from plabel.method.scores import fit_temperature
+from plabel.method.selection import select_pseudo_labels
 
 
 def _set_folder(run: Any) -> Path:
@@ -38,16 +39,6 @@ def _predict(run: Any, paths: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probabilities (temperature 1) and entropy in bits of ``paths``."""
     result = run.predict([str(p) for p in paths], batch_size=500)
     return result.probabilities.clamp_min(1e-12).log(), result.entropy
-
-
-def _balanced_lowest(entropy: torch.Tensor, predicted: torch.Tensor, percent: float) -> torch.Tensor:
-    """The lowest-entropy ``percent`` of each predicted class (the default's class-balanced selection)."""
-    picked = []
-    for c in predicted.unique():
-        members = (predicted == c).nonzero().flatten()
-        k = int(round(len(members) * percent / 100))
-        picked.append(members[entropy[members].argsort()[:k]])
-    return torch.cat(picked)
 
 
 def fit_platt(feature: torch.Tensor, correct: torch.Tensor, steps: int = 100) -> tuple[float, float]:
@@ -97,7 +88,9 @@ def study(folder: Path, percents: Sequence[float], per_class: Sequence[int], dra
                            "pool_accuracy": float((pool_pred == pool_true).double().mean()), "percents": {}}
     full_t = fit_temperature(test_logp, test_true)
     for percent in percents:
-        chosen = _balanced_lowest(pool_entropy, pool_pred, percent)
+        # The product's own class-balanced selection (floor(n_c * k / 100) a predicted class), so the
+        # study measures exactly the picks a next round would make.
+        chosen = select_pseudo_labels(pool_entropy, pool_pred, percent, len(index), class_balanced=True).indices
         precision = float((pool_pred[chosen] == pool_true[chosen]).double().mean())
 
         def estimate(t: float) -> float:
