@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from plabel.trainer.outputs import estimate_halfwidth, round_line
+from plabel.trainer.outputs import OVERCONFIDENT_TEMPERATURE, estimate_halfwidth, round_line
 
 
 @pytest.mark.parametrize("estimate,n,expected", [
@@ -30,3 +30,16 @@ def test_the_round_line_shows_it_only_where_validation_images_calibrated_the_est
     assert round_line(row) == ("round 1 (k 60%): 2335 pseudo-labels, precision 99.91% (estimated 100.00% ± 11.1 from 20 "
                                "validation images), val 100.00%, test 95.90%")
     assert "±" not in round_line({**row, "validation_images": None})  # a checkpoint from before 0.3.1 has no count
+
+
+def test_a_round0_calibration_from_an_overconfident_model_is_called_likely_low():
+    row = {"round_index": 4, "top_k_percent": 95.0, "pseudo_labeled": 3787, "pseudo_label_precision": None,
+           "precision_estimate": 0.2289, "test_accuracy": 0.786, "labeled": 260, "validation_images": 52,
+           "calibrated_at_round0": True, "confidence_temperature": 5.22}
+    assert round_line(row) == ("round 4 (k 95%): 3787 pseudo-labels, precision unknown (estimated 22.89% ± 11.3 from 52 "
+                               "validation images at round 0; likely low: round 0's model was overconfident, T 5.22), "
+                               "test 78.60%")
+    assert "likely low" not in round_line({**row, "confidence_temperature": 2.9})  # a mild T: no claim either way
+    assert "likely low" in round_line({**row, "confidence_temperature": OVERCONFIDENT_TEMPERATURE})
+    # data.val_scope rounds refits T on each round's own teacher: no round-0 transfer to warn of
+    assert "likely low" not in round_line({**row, "calibrated_at_round0": None})

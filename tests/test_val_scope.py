@@ -9,7 +9,7 @@ import pytest
 from helpers import tiny
 
 from plabel.commands.train import train_main
-from plabel.trainer.outputs import format_table
+from plabel.trainer.outputs import OVERCONFIDENT_TEMPERATURE, format_table
 
 # 5 labeled per class: auto holds 1 per class out (10 validation images, 40 left).
 ARGS = tiny({"data.labeled_per_class": 5})
@@ -29,7 +29,7 @@ def test_round0_chooses_and_calibrates_then_trains_on_every_label(tmp_path, caps
     assert [r["labeled"] for r in rows] == [50, 50]  # the 10 validation images joined the 40
     assert all(r["val_accuracy"] is None for r in rows) and summary["best_round_by_validation"] is None
     assert rows[1]["precision_estimate"] is not None and rows[1]["validation_images"] == 10  # round 0's temperature
-    assert rows[1]["calibrated_at_round0"] is True and " from 10 validation images at round 0), " in printed
+    assert rows[1]["calibrated_at_round0"] is True and " from 10 validation images at round 0" in printed
     assert not (tmp_path / "run" / "model_best.safetensors").exists()
     assert ("data.augment auto: " in printed) == (augment == "auto")  # a fixed level has nothing to choose
     assert "round 0 without the 10 validation images: validation accuracy " in printed
@@ -41,6 +41,8 @@ def test_round0_chooses_and_calibrates_then_trains_on_every_label(tmp_path, caps
     fitted = [m["select/confidence_temperature_round0"] for m in metrics if "select/confidence_temperature_round0" in m]
     used = [m["select/confidence_temperature"] for m in metrics if "select/confidence_temperature" in m]
     assert len(fitted) == 1 and used == fitted  # round 1 used the temperature round 0 fitted, not a new one
+    assert rows[1]["confidence_temperature"] == pytest.approx(fitted[0])
+    assert ("likely low: round 0's model was overconfident" in printed) == (fitted[0] >= OVERCONFIDENT_TEMPERATURE)
 
 
 def test_rounds_keeps_them_out_and_validates_every_round(tmp_path, capsys):

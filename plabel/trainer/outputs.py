@@ -37,6 +37,15 @@ class RoundResult:
     precision_estimate: Optional[float] = None  # the selection's precision as estimated without pool labels
     validation_images: Optional[int] = None  # how many calibrated the estimate (its uncertainty, below)
     calibrated_at_round0: Optional[bool] = None  # data.val_scope round0: the temperature is round 0's
+    confidence_temperature: Optional[float] = None  # the T the estimate divided the teacher's logits by
+
+
+# Round 0's temperature above which the estimate of a later round (data.val_scope round0) likely reads
+# low. A large T means round 0's model was sure of wrong answers; the rounds' teachers, trained on the
+# pool, are not, so T over-corrects them. Chosen on 0.3.2's runs at seeds 5-6 of the field set: the
+# seven with T >= 3.6 read 8-50 points low from round 2 on, the eight with T <= 3.14 within -11.5 to
+# +7.8 (docs/results.md, "When the round line calls the estimate").
+OVERCONFIDENT_TEMPERATURE = 3.5
 
 
 def estimate_halfwidth(estimate: float, n: int) -> float:
@@ -93,8 +102,11 @@ def round_line(r: dict[str, Any]) -> str:
     pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
     spread = lambda e, n: f" ± {100 * estimate_halfwidth(e, n):.1f} from {n} validation images" if n else ""  # noqa: E731
     # Round 0's calibration (data.val_scope round0) was fitted to a weaker model than the rounds'
-    # teachers: on the field set it read 6-27 points off by the last round (docs/results.md).
+    # teachers: on the field set it read up to 50 points low by the last round (docs/results.md).
     when = " at round 0" if r.get("calibrated_at_round0") else ""
+    t = r.get("confidence_temperature")
+    if when and t is not None and t >= OVERCONFIDENT_TEMPERATURE:
+        when += f"; likely low: round 0's model was overconfident, T {t:.3g}"
     parts = []
     if r["round_index"] == 0:
         head = f"round 0 (the supervised baseline, {r['labeled']} labeled)"

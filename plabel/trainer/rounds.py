@@ -305,7 +305,7 @@ class RoundRunner:
             state.pending_metrics.get("select/top_k_percent", cfg.pseudo.percent_for_round(round_index)) if round_index else None,
             state.pending_metrics.get("select/junk_share"), finite_or_none(state.pending_metrics.get("select/precision_real")),
             val_acc, finite_or_none(state.pending_metrics.get("select/precision_estimate")), len(self.val) if self.val is not None else None,
-            self.refit or None,
+            self.refit or None, finite_or_none(state.pending_metrics.get("select/confidence_temperature")),
         )
         state.rows.append(dataclasses.asdict(row))
         print_once(accelerator, round_line(state.rows[-1]))  # the table comes once, at the end
