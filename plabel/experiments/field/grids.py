@@ -140,7 +140,7 @@ GRIDS = {
         (3, 4)),
     "field-fresh": lambda: grid(
         "field-fresh", "0.3.1's default, its random twin and 0.3.0's default on fresh seeds (issues 32, 37).",
-        [r for variant in FRESH for name in FRESH_SETS for r in rows((name,), (PRIMARY[name],), {variant: FRESH[variant]})], (3, 4, 5)),
+        [r for variant in FRESH for name in FRESH_SETS for r in rows((name,), (PRIMARY[name],), {variant: FRESH[variant]})], (3, 4, 5, 6, 7)),
     "field-v032": lambda: grid(
         "field-v032", "0.3.2's default and its random twin on fresh seeds (issues 32, 37).",
         # MNIST-100 on the official test set at seeds 0-2 (data.test.*: docs/results.md); the field sets at 5-7, fresh.
