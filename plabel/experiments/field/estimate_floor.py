@@ -84,7 +84,7 @@ def study(folder: Path, percents: Sequence[float], per_class: Sequence[int], dra
     test_true = torch.tensor([y for _, y in tests])
     by_class = [(test_true == c).nonzero().flatten() for c in range(len(index))]
     g = torch.Generator().manual_seed(seed)
-    out: dict[str, Any] = {"run": str(folder), "pool": len(truth), "test": len(tests),
+    out: dict[str, Any] = {"run": str(folder), "pool": len(truth), "test": len(tests), "draws": draws, "seed": seed,
                            "pool_accuracy": float((pool_pred == pool_true).double().mean()), "percents": {}}
     full_t = fit_temperature(test_logp, test_true)
     for percent in percents:
