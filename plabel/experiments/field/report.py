@@ -93,9 +93,40 @@ def map_points(cells: dict[tuple[str, int, str], Cell], reference: str, twin: st
         base = list(cell.values("baseline_accuracy").values())
         vs_random = paired(cell, rnd) if rnd is not None else []
         vs_base = [f - b for f, b in zip(cell.values("final_accuracy").values(), cell.values("baseline_accuracy").values())]
-        points.append({"set": name, "budget": budget, "round0": mean_std(base), "vs_random": mean_std(vs_random) if vs_random else None,
+        points.append({"set": name, "budget": budget, "variant": reference, "round0": mean_std(base),
+                       "vs_random": mean_std(vs_random) if vs_random else None,
                        "vs_baseline": mean_std(vs_base), "seeds": len(cell.runs), "random_seeds": len(vs_random)})
     return points
+
+
+def round_precisions(cell: Cell, seeds: Sequence[int]) -> list[Optional[float]]:
+    """Mean pseudo-label precision (points) of each round after 0 over ``seeds``; None where a round has none."""
+    by_round: dict[int, list[float]] = {}
+    for s in seeds:
+        for r in cell.runs[s]["rounds"][1:]:
+            if r.get("pseudo_label_precision") is not None:
+                by_round.setdefault(r["round_index"], []).append(100 * r["pseudo_label_precision"])
+    last = max(by_round, default=0)
+    return [statistics.fmean(by_round[i]) if i in by_round else None for i in range(1, last + 1)]
+
+
+def precision_table(cells: dict[tuple[str, int, str], Cell], reference: str, twin: str) -> str:
+    """Issue 37's 'precision of each arm per round': the reference's and its random twin's measured
+    pseudo-label precision, round by round, over the seeds both have (so the arms see the same seeds)."""
+    rows = []
+    for (name, budget, variant), cell in sorted(cells.items()):
+        rnd = cells.get((name, budget, twin))
+        seeds = sorted(set(cell.runs) & set(rnd.runs)) if variant == reference and rnd is not None else []
+        if seeds:
+            rows.append((name, budget, seeds, round_precisions(cell, seeds), round_precisions(rnd, seeds)))
+    width = max((len(a) for *_, a, _ in rows), default=0)
+    lines = [f"| set | labels/class | seeds | " + " | ".join(f"round {i}: {reference} / random" for i in range(1, width + 1)) + " |",
+             "|---|---|---|" + "---|" * width]
+    for name, budget, seeds, ours, theirs in rows:
+        pairs = [f"{a:.2f} / {b:.2f} ({a - b:+.1f})" if a is not None and b is not None else "-"
+                 for a, b in zip(ours + [None] * (width - len(ours)), theirs + [None] * (width - len(theirs)))]
+        lines.append(f"| {name} | {budget} | {','.join(map(str, seeds))} | " + " | ".join(pairs) + " |")
+    return "\n".join(lines)
 
 
 def figure(points: list[dict[str, Any]], path: Path, reference: str) -> None:
@@ -104,19 +135,27 @@ def figure(points: list[dict[str, Any]], path: Path, reference: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    variants = list(dict.fromkeys(p.get("variant", reference) for p in points))
+    styles = dict(zip(variants, ("o", "s", "^", "D")))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
-    for ax, key, title in ((axes[0], "vs_random", f"{reference} − random picks of the same counts"),
-                           (axes[1], "vs_baseline", f"{reference} − its round 0 (supervised baseline)")):
-        for p in points:
-            if p[key] is None:
-                continue
-            (x, xs), (y, ys) = p["round0"], p[key]
-            ax.errorbar(x, y, xerr=xs, yerr=ys, fmt="o", capsize=3)
-            ax.annotate(f"{p['set']} {p['budget']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for ax, key, title in ((axes[0], "vs_random", f"{' / '.join(variants)} − random picks of the same counts"),
+                           (axes[1], "vs_baseline", f"{' / '.join(variants)} − its round 0 (supervised baseline)")):
+        for variant in variants:
+            colour = None
+            for p in points:
+                if p[key] is None or p.get("variant", reference) != variant:
+                    continue
+                (x, xs), (y, ys) = p["round0"], p[key]
+                bars = ax.errorbar(x, y, xerr=xs, yerr=ys, fmt=styles.get(variant, "o"), capsize=3, color=colour,
+                                   label=variant if colour is None else None)
+                colour = bars[0].get_color()  # one colour per variant
+                ax.annotate(f"{p['set']} {p['budget']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("round-0 test accuracy (%): the teacher's strength")
         ax.set_ylabel("points of final test accuracy")
+        if len(variants) > 1:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -125,19 +164,27 @@ def figure(points: list[dict[str, Any]], path: Path, reference: str) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = SpellingsParser(prog="python -m plabel.experiments.field.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", help="sweep folders (their <row>/seed<k>/summary.json)")
-    parser.add_argument("--reference", default="cand", help="the variant others are compared with (default: cand)")
-    parser.add_argument("--twin", default="cand_random", help="the reference's random twin (default: cand_random)")
+    parser.add_argument("--reference", nargs="+", default=["cand"],
+                        help="the variant others are compared with (default: cand); several put several arms on the map")
+    parser.add_argument("--twin", nargs="+", default=None, help="each reference's random twin (default: <reference>_random)")
     parser.add_argument("--out", default=None, help="the map figure (PNG); its points go beside it as JSON")
     args = parser.parse_args(argv)
+    twins = args.twin or [f"{r}_random" for r in args.reference]
+    if len(twins) != len(args.reference):
+        parser.error(f"--twin: {len(twins)} given for {len(args.reference)} --reference; give one twin per reference")
     cells = load([Path(f) for f in args.folders])
-    print(table(cells, args.reference))
-    points = map_points(cells, args.reference, args.twin)
+    print(table(cells, args.reference[0]))
+    points = []
+    for reference, twin in zip(args.reference, twins):
+        print("\n" + precision_table(cells, reference, twin))
+        points += map_points(cells, reference, twin)
     if args.out:
-        figure(points, Path(args.out), args.reference)
+        figure(points, Path(args.out), args.reference[0])
         Path(args.out).with_suffix(".json").write_text(json.dumps(points, indent=1) + "\n")
+    print()
     for p in points:
         if p["vs_random"] is not None:
-            print(f"{p['set']:14s} {p['budget']:3d}: round 0 {p['round0'][0]:6.2f}  − random {p['vs_random'][0]:+6.2f} ± {p['vs_random'][1]:.2f} "
+            print(f"{p['variant']:6s} {p['set']:14s} {p['budget']:3d}: round 0 {p['round0'][0]:6.2f}  − random {p['vs_random'][0]:+6.2f} ± {p['vs_random'][1]:.2f} "
                   f"({p['random_seeds']} seeds)  − baseline {p['vs_baseline'][0]:+6.2f} ± {p['vs_baseline'][1]:.2f}")
     return 0 if not any(math.isnan(p["round0"][0]) for p in points) else 1
 
