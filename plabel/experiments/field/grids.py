@@ -120,6 +120,13 @@ HOLDOUT = {"light_noval": {"data.augment": "light", "data.val_per_class": 0, "tr
 V032 = {"data.augment": "auto", "train.round0_epochs": 24, "data.val_scope": "round0"}
 FRESH2 = {"v032": V032, "v032_random": {**V032, "pseudo.score": "random"}}
 
+# Issue 37's schedule arm: the ranking's edge in precision shrinks as k reaches 95% (docs/results.md,
+# "The map on fresh seeds"), so 0.2's k (20/40/60/80%, the pool's most uncertain fifth never taken)
+# under 0.3.2's default, with its random twin: does the ranking pay more where k stays low, and
+# what does the low k cost the default? Screening seeds 0-2 (the choice), then fresh ones.
+K02 = {**V032, "pseudo.top_k_percent": [20, 40, 60, 80]}
+SCHEDULE = {"v032_k02": K02, "v032_k02_random": {**K02, "pseudo.score": "random"}}
+
 GRIDS = {
     "field-aug0": lambda: grid(
         "field-aug0", "Round 0 only: the augmentation each field set's labeled images want (issue 32).",
@@ -147,10 +154,21 @@ GRIDS = {
         [*rows(("mnist",), (10,), {"v032": V032}),
          *[r for variant in FRESH2 for name in FRESH_SETS for r in rows((name,), (PRIMARY[name],), {variant: FRESH2[variant]})]], (0, 1, 2, 5, 6, 7),
         pinned={}),
+    "field-k": lambda: grid(
+        "field-k", "0.3.2's default at 0.2's k (20/40/60/80%) and its random twin: where k stays low, does the ranking pay more (issue 37)?",
+        [r for variant in SCHEDULE for name in FRESH_SETS for r in rows((name,), (PRIMARY[name],), {variant: SCHEDULE[variant]})], (0, 1, 2),
+        pinned={}),
     "field-screen": lambda: grid(
         "field-screen", "The screen: the candidate default, its random twin, adaptive k, take-all, 0.2's k and 0.3's default (issues 32, 37).",
         [r for name, budget in PRIMARY.items() for r in rows((name,), (budget,), SCREEN)], (0, 1, 2)),
 }
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Writes a list shared by several rows out in full at each (no &id001 / *id001 for a reader to follow)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def write(names: Sequence[str]) -> list[Path]:
@@ -161,7 +179,7 @@ def write(names: Sequence[str]) -> list[Path]:
         path = ROOT / "configs" / "sweeps" / f"{name}.yaml"
         header = (f"# {comment}\n# Written by python -m plabel.experiments.field.grids (edit that, not this file).\n"
                   f"# plabel sweep configs/sweeps/{name}.yaml --jobs 2 --out results/field/{name[len('field-'):]}\n")
-        path.write_text(header + yaml.safe_dump(spec, sort_keys=False, width=200))
+        path.write_text(header + yaml.dump(spec, Dumper=_NoAliases, sort_keys=False, width=200))
         written.append(path)
     return written
 
