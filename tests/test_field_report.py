@@ -54,3 +54,18 @@ def test_one_twin_per_reference(sweeps, capsys):
     with pytest.raises(SystemExit):
         main([str(sweeps), "--reference", "cand", "v032", "--twin", "cand_random"])
     assert "--twin: 1 given for 2 --reference" in capsys.readouterr().err
+
+
+def test_the_temperature_table_reads_round0_temperature_and_signed_errors(tmp_path, capsys):
+    folder = tmp_path / "house-10-v032" / "seed7"
+    folder.mkdir(parents=True)
+    lines = [{"select/confidence_temperature_round0": 4.65, "round/index": 0},
+             {"select/precision_estimate": 0.40, "select/pseudo_label_precision": 0.45},
+             {"select/precision_estimate": 0.30, "select/pseudo_label_precision": 0.50},
+             {"select/precision_estimate": 0.35, "select/pseudo_label_precision": 0.55}]
+    (folder / "metrics.jsonl").write_text("\n".join(json.dumps(m) for m in lines) + "\n")
+    out = tmp_path / "t.json"
+    assert main([str(tmp_path), "--temperatures", str(out)]) == 0
+    [row] = json.loads(out.read_text())
+    assert row["row"] == "house-10-v032" and row["seed"] == 7 and row["errors"] == pytest.approx([-5.0, -20.0, -20.0])
+    assert "| house-10-v032 | 7 | 4.65 | -5.0 | -20.0 to -20.0 | likely low |" in capsys.readouterr().out

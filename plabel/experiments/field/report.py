@@ -129,6 +129,37 @@ def precision_table(cells: dict[tuple[str, int, str], Cell], reference: str, twi
     return "\n".join(lines)
 
 
+def temperature_rows(folders: Sequence[Path]) -> list[dict[str, Any]]:
+    """Per run of ``data.val_scope round0`` (its metrics.jsonl has round 0's temperature): the
+    temperature and the estimate's signed error (points) per round, for the round line's "likely
+    low" cut (plabel.trainer.outputs.OVERCONFIDENT_TEMPERATURE)."""
+    found = []
+    for folder in folders:
+        for metrics in sorted(Path(folder).glob("*/seed*/metrics.jsonl")):
+            t, errors = None, []
+            for line in metrics.read_text().splitlines():
+                m = json.loads(line)
+                t = m.get("select/confidence_temperature_round0", t)
+                if m.get("select/precision_estimate") is not None and m.get("select/pseudo_label_precision") is not None:
+                    errors.append(100 * (m["select/precision_estimate"] - m["select/pseudo_label_precision"]))
+            if t is not None and errors:
+                found.append({"row": metrics.parent.parent.name, "seed": int(metrics.parent.name.removeprefix("seed")),
+                              "temperature": t, "errors": errors})
+    return sorted(found, key=lambda r: r["temperature"])
+
+
+def temperature_table(rows: list[dict[str, Any]]) -> str:
+    from plabel.trainer.outputs import OVERCONFIDENT_TEMPERATURE
+
+    lines = ["| row | seed | round 0's T | round 1 | rounds 2+ | the round line |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        later = r["errors"][1:]
+        span = f"{min(later):+.1f} to {max(later):+.1f}" if later else "-"
+        flag = "likely low" if r["temperature"] >= OVERCONFIDENT_TEMPERATURE else "–"
+        lines.append(f"| {r['row']} | {r['seed']} | {r['temperature']:.2f} | {r['errors'][0]:+.1f} | {span} | {flag} |")
+    return "\n".join(lines)
+
+
 def figure(points: list[dict[str, Any]], path: Path, reference: str) -> None:
     import matplotlib
 
@@ -168,7 +199,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="the variant others are compared with (default: cand); several put several arms on the map")
     parser.add_argument("--twin", nargs="+", default=None, help="each reference's random twin (default: <reference>_random)")
     parser.add_argument("--out", default=None, help="the map figure (PNG); its points go beside it as JSON")
+    parser.add_argument("--temperatures", default=None,
+                        help="write each val_scope round0 run's round-0 temperature and estimate errors (JSON, from "
+                             "metrics.jsonl) here, print their table and stop")
     args = parser.parse_args(argv)
+    if args.temperatures:
+        found = temperature_rows([Path(f) for f in args.folders])
+        Path(args.temperatures).write_text(json.dumps(found, indent=1) + "\n")
+        print(temperature_table(found))
+        return 0 if found else 1
     twins = args.twin or [f"{r}_random" for r in args.reference]
     if len(twins) != len(args.reference):
         parser.error(f"--twin: {len(twins)} given for {len(args.reference)} --reference; give one twin per reference")
