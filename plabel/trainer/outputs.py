@@ -44,7 +44,7 @@ class RoundResult:
 # low. A large T means round 0's model was sure of wrong answers; the rounds' teachers, trained on the
 # pool, are not, so T over-corrects them. Chosen on 0.3.2's runs at seeds 5-6 of the field set: the
 # seven with T >= 3.6 read 8-50 points low from round 2 on, the eight with T <= 3.14 within -11.5 to
-# +7.8 (docs/results.md, "When the round line calls the estimate").
+# +7.8; on seed 7, run after, 6 of 6 on the cut's side (docs/results.md, "When the round line calls the estimate").
 OVERCONFIDENT_TEMPERATURE = 3.5
 
 
