@@ -160,13 +160,13 @@ def temperature_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def figure(points: list[dict[str, Any]], path: Path, reference: str) -> None:
+def figure(points: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    variants = list(dict.fromkeys(p.get("variant", reference) for p in points))
+    variants = list(dict.fromkeys(p["variant"] for p in points))
     styles = dict(zip(variants, ("o", "s", "^", "D")))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     for ax, key, title in ((axes[0], "vs_random", f"{' / '.join(variants)} − random picks of the same counts"),
@@ -174,7 +174,7 @@ def figure(points: list[dict[str, Any]], path: Path, reference: str) -> None:
         for variant in variants:
             colour = None
             for p in points:
-                if p[key] is None or p.get("variant", reference) != variant:
+                if p[key] is None or p["variant"] != variant:
                     continue
                 (x, xs), (y, ys) = p["round0"], p[key]
                 bars = ax.errorbar(x, y, xerr=xs, yerr=ys, fmt=styles.get(variant, "o"), capsize=3, color=colour,
@@ -218,7 +218,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("\n" + precision_table(cells, reference, twin))
         points += map_points(cells, reference, twin)
     if args.out:
-        figure(points, Path(args.out), args.reference[0])
+        figure(points, Path(args.out))
         Path(args.out).with_suffix(".json").write_text(json.dumps(points, indent=1) + "\n")
     print()
     for p in points:
