@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from plabel.trainer.outputs import OVERCONFIDENT_TEMPERATURE, estimate_halfwidth, round_line
+from plabel.trainer.outputs import OVERCONFIDENT_TEMPERATURE, estimate_halfwidth, format_table, round_line
 
 
 @pytest.mark.parametrize("estimate,n,expected", [
@@ -43,3 +43,17 @@ def test_a_round0_calibration_from_an_overconfident_model_is_called_likely_low()
     assert "likely low" in round_line({**row, "confidence_temperature": OVERCONFIDENT_TEMPERATURE})
     # data.val_scope rounds refits T on each round's own teacher: no round-0 transfer to warn of
     assert "likely low" not in round_line({**row, "calibrated_at_round0": None})
+
+
+def test_the_table_marks_a_likely_low_estimate_and_says_why_under_it():
+    base = {"top_k_percent": 60.0, "labeled": 260, "pseudo_labeled": 100, "pseudo_label_precision": None,
+            "test_accuracy": 0.7, "validation_images": 52, "calibrated_at_round0": True}
+    rows = [{**base, "round_index": 0, "top_k_percent": None, "pseudo_labeled": 0},
+            {**base, "round_index": 1, "precision_estimate": 0.2289, "confidence_temperature": 5.22},
+            {**base, "round_index": 2, "precision_estimate": 1.0, "confidence_temperature": 5.22}]
+    lines = format_table(rows).splitlines()
+    assert lines[3].split(" | ")[5] == " 22.89%*" and lines[4].split(" | ")[5] == "100.00%*"  # the column stays 8 wide
+    assert lines[2].split(" | ")[5].strip() == "-"  # round 0 selects nothing: no estimate, no mark
+    assert lines[-1].startswith("* likely low: round 0's model was overconfident (T 5.22, at or above 3.5;")
+    mild = format_table([{**r, "confidence_temperature": 2.9} for r in rows])
+    assert "*" not in mild and len(mild.splitlines()) == 5  # under the cut: bare estimates, no footnote

@@ -43,6 +43,7 @@ def test_round0_chooses_and_calibrates_then_trains_on_every_label(tmp_path, caps
     assert len(fitted) == 1 and used == fitted  # round 1 used the temperature round 0 fitted, not a new one
     assert rows[1]["confidence_temperature"] == pytest.approx(fitted[0])
     assert ("likely low: round 0's model was overconfident" in printed) == (fitted[0] >= OVERCONFIDENT_TEMPERATURE)
+    assert ("%* | " in printed) == (fitted[0] >= OVERCONFIDENT_TEMPERATURE)  # the table's estimate cell says it too
 
 
 def test_rounds_keeps_them_out_and_validates_every_round(tmp_path, capsys):

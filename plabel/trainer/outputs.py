@@ -57,11 +57,20 @@ def estimate_halfwidth(estimate: float, n: int) -> float:
     return 1.96 * math.sqrt(p * (1 - p) / (n + 4))
 
 
+def likely_low(r: dict[str, Any]) -> bool:
+    """Whether a round's estimate, calibrated at round 0, came from an overconfident round 0 (T at or
+    above the cut): the round line and the table's estimate cell both say so."""
+    t = r.get("confidence_temperature")
+    return bool(r.get("calibrated_at_round0")) and t is not None and t >= OVERCONFIDENT_TEMPERATURE
+
+
 def format_table(rows: Sequence[dict[str, Any]], junk: Optional[bool] = None, validation: Optional[bool] = None) -> str:
     """The per-round table; a ``junk`` column (share of the selection) when the pool holds junk
     (``junk``; by default, when a row has a junk share: round 0 alone has none); ``estimate`` (the
     selection's precision estimated without pool labels; also when a row has one) and ``val_acc``
-    columns when the run validates (``validation``; by default, when a row has a validation accuracy)."""
+    columns when the run validates (``validation``; by default, when a row has a validation accuracy).
+    An estimate that is likely low (:func:`likely_low`) is marked ``*`` and footnoted under the table,
+    so a reader of the table alone is warned as the round line warns."""
     if junk is None:
         junk = any(r.get("junk_share") is not None for r in rows)
     if validation is None:
@@ -86,7 +95,7 @@ def format_table(rows: Sequence[dict[str, Any]], junk: Optional[bool] = None, va
         estimate_cell = val_cell = ""
         if estimates:
             e = r.get("precision_estimate")
-            estimate_cell = ("-" if e is None else f"{100 * e:.2f}%").rjust(8) + " | "
+            estimate_cell = ("-" if e is None else f"{100 * e:.2f}%" + ("*" if likely_low(r) else "")).rjust(8) + " | "
         if validation:
             v = r.get("val_accuracy")
             val_cell = ("-" if v is None else f"{100 * v:.2f}%").rjust(7) + " | "
@@ -94,6 +103,10 @@ def format_table(rows: Sequence[dict[str, Any]], junk: Optional[bool] = None, va
             f"{r['round_index']:5d} | {k:>4} | {r['labeled']:7d} | {r['pseudo_labeled']:6d} | {prec:>9} | {estimate_cell}{junk_cell}"
             f"{val_cell}{100 * r['test_accuracy']:.2f}%"
         )
+    low = [r for r in rows if estimates and r.get("precision_estimate") is not None and likely_low(r)]
+    if low:
+        lines.append(f"* likely low: round 0's model was overconfident (T {low[0]['confidence_temperature']:.3g}, "
+                     f"at or above {OVERCONFIDENT_TEMPERATURE}; on the field set such estimates read 8-50 points low: docs/outputs.md)")
     return "\n".join(lines)
 
 
@@ -104,9 +117,8 @@ def round_line(r: dict[str, Any]) -> str:
     # Round 0's calibration (data.val_scope round0) was fitted to a weaker model than the rounds'
     # teachers: on the field set it read up to 50 points low by the last round (docs/results.md).
     when = " at round 0" if r.get("calibrated_at_round0") else ""
-    t = r.get("confidence_temperature")
-    if when and t is not None and t >= OVERCONFIDENT_TEMPERATURE:
-        when += f"; likely low: round 0's model was overconfident, T {t:.3g}"
+    if likely_low(r):
+        when += f"; likely low: round 0's model was overconfident, T {r['confidence_temperature']:.3g}"
     parts = []
     if r["round_index"] == 0:
         head = f"round 0 (the supervised baseline, {r['labeled']} labeled)"
