@@ -195,11 +195,13 @@ def measure(folder: Path) -> dict[str, dict[str, float]]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = SpellingsParser(prog="python -m plabel.experiments.field.augment_rules", description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="round-0 sweep folders (results/field/r0, results/field/r0c)")
-    parser.add_argument("--measure", action="store_true", help=f"first recompute each folder's {LOSSES} from its runs' weights")
+    parser.add_argument("--measure", action="store_true", help=f"first recompute each folder's {LOSSES} from its runs' weights (runs without weights keep their entries)")
     args = parser.parse_args(argv)
     if args.measure:
         for folder in args.folders:
-            runs = measure(folder)  # one run a line: the log-probabilities make long ones
+            # Runs whose weights are gone (a fresh checkout keeps summaries only) keep what was measured before.
+            before = json.loads((folder / LOSSES).read_text()) if (folder / LOSSES).is_file() else {}
+            runs = {**before, **measure(folder)}  # one run a line: the log-probabilities make long ones
             (folder / LOSSES).write_text("{\n" + ",\n".join(f"{json.dumps(k)}: {json.dumps(runs[k], sort_keys=True)}" for k in sorted(runs)) + "\n}\n")
     runs = load(args.folders)
     print("\n".join(levels_table(runs)) + "\n")
