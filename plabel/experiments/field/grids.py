@@ -147,6 +147,9 @@ GRIDS = {
         # Seeds 5-7 run on signs only: where auto's choice (none at 5 and 6) left the final 2-12 points short.
         rows(("signs", "house", "colour_digits", "textures"), (10,), {k: R0C[k] for k in ("light", "affine", "none")}), (3, 4, 5, 6, 7),
         {"pseudo.rounds": 0}),
+    "field-r0-check": lambda: grid(
+        "field-r0-check", "Round 0 only, auto's three colour levels on all six colour sets at seeds 8-9, which no rule choice saw: the check of a rule chosen on seeds 0-7 (issue 32).",
+        rows(FRESH_SETS, (10,), {k: R0C[k] for k in ("light", "affine", "none")}), (8, 9), {"pseudo.rounds": 0}),
     "field-holdout": lambda: grid(
         "field-holdout", "What the validation fifth costs by the last round: the default with auto's level fixed, all labels trained on (issue 32).",
         [r for name in FRESH_SETS for r in rows((name,), (PRIMARY[name],), HOLDOUT if name in ("signs", "shapes") else {"none_noval": HOLDOUT["none_noval"]})],
@@ -158,7 +161,9 @@ GRIDS = {
         "field-v032", "0.3.2's default and its random twin on fresh seeds (issues 32, 37).",
         # MNIST-100 on the official test set at seeds 0-2 (data.test.*: docs/results.md); the field sets at 5-7, fresh.
         [*rows(("mnist",), (10,), {"v032": V032}),
-         *primary_rows(FRESH2)], (0, 1, 2, 5, 6, 7),
+         *primary_rows(FRESH2),
+         # Signs with crop + flip fixed: the final a rule that kept crop + flip would reach where auto chose none.
+         *rows(("signs",), (10,), {"v032_light": {**V032, "data.augment": "light"}})], (0, 1, 2, 5, 6, 7),
         pinned={}),
     "field-k": lambda: grid(
         "field-k", "0.3.2's default at 0.2's k (20/40/60/80%) and its random twin: where k stays low, does the ranking pay more (issue 37)?",
