@@ -47,8 +47,9 @@ CHANGED_IN_0_3_2: dict[str, tuple[Any, Any]] = {  # dotted name -> (0.3.1's defa
 OLD_DEFAULTS_FILE_0_3_1 = "configs/default-0.3.1.yaml"
 
 # plabel 0.3.3: data.augment auto keeps crop + flip (colour; small affine moves on grey) unless another
-# level's validation loss is lower by 0.5 nats. The lowest loss (0.3.1-0.3.2) kept no moves on signs at
-# three of five fresh seeds where crop + flip was best (docs/results.md, "Signs, and a prior for crop + flip").
+# level's validation loss is lower by 0.5 nats. The lowest loss (0.3.1-0.3.2) kept another level on signs at
+# four seeds of ten, where crop + flip was best at all ten (docs/results.md, "0.3.3: crop + flip unless the
+# loss says clearly otherwise").
 CHANGED_IN_0_3_3: dict[str, tuple[Any, Any]] = {  # dotted name -> (0.3.2's default, 0.3.3's)
     "data.augment_margin": (0.0, 0.5),
 }
