@@ -6,7 +6,7 @@
 
 from typing import Any
 
-__version__ = "0.3.2"
+__version__ = "0.3.3"
 
 
 def __getattr__(name: str) -> Any:  # torch is imported only when the API is used, not by `import plabel`

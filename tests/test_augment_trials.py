@@ -50,7 +50,7 @@ def test_the_trials_run_on_two_processes_and_print_one_choice(reference):
     assert reference["choice"][1].endswith("Training round 0 again on every labeled image (data.val_scope round0)")
     assert [r["labeled"] for r in reference["rounds"]] == [50, 50]  # the validation images trained on after the trials
     assert "(round 0 trained with each; validation loss (accuracy) light " in reference["choice"][0]
-    assert ", none " in reference["choice"][0] and "on 10 images; the lowest loss kept)" in reference["choice"][0]
+    assert ", none " in reference["choice"][0] and "on 10 images; light kept unless another loss is lower by 0.5 (data.augment_margin))" in reference["choice"][0]
 
 
 # The last: killed in round 0's second training (every labeled image, data.val_scope round0), after

@@ -102,26 +102,32 @@ def test_default_0_2_config_is_0_2s_defaults(tmp_path):
         CHANGED_IN_0_3,
         CHANGED_IN_0_3_1,
         CHANGED_IN_0_3_2,
+        CHANGED_IN_0_3_3,
         changed_defaults_hint,
         changed_defaults_note,
         unaugmented_data_note,
     )
 
     old, new = load_config(ROOT / "configs/default-0.2.yaml").to_dict(), load_config(None).to_dict()
-    assert diff_configs(old, new) == sorted({**CHANGED_IN_0_3, **CHANGED_IN_0_3_1, **CHANGED_IN_0_3_2})
+    assert diff_configs(old, new) == sorted({**CHANGED_IN_0_3, **CHANGED_IN_0_3_1, **CHANGED_IN_0_3_2, **CHANGED_IN_0_3_3})
     flat_old, flat_new = flatten(old), flatten(new)
     for name, (was, now) in CHANGED_IN_0_3.items():
         assert flat_old[name] == was and flat_new[name] == now
     # configs/default-0.3.0.yaml: the defaults 0.3.1 changed, at 0.3.0's values, and nothing else.
     v030 = load_config(ROOT / "configs/default-0.3.0.yaml").to_dict()
-    assert diff_configs(v030, new) == sorted({**CHANGED_IN_0_3_1, **CHANGED_IN_0_3_2})
+    assert diff_configs(v030, new) == sorted({**CHANGED_IN_0_3_1, **CHANGED_IN_0_3_2, **CHANGED_IN_0_3_3})
     for name, (was, now) in CHANGED_IN_0_3_1.items():
         assert flatten(v030)[name] == was and flat_new[name] == now
     # configs/default-0.3.1.yaml: the default 0.3.2 changed, at 0.3.1's value, and nothing else.
     v031 = load_config(ROOT / "configs/default-0.3.1.yaml").to_dict()
-    assert diff_configs(v031, new) == sorted(CHANGED_IN_0_3_2)
+    assert diff_configs(v031, new) == sorted({**CHANGED_IN_0_3_2, **CHANGED_IN_0_3_3})
     for name, (was, now) in CHANGED_IN_0_3_2.items():
         assert flatten(v031)[name] == was and flat_new[name] == now
+    # configs/default-0.3.2.yaml: the default 0.3.3 changed, at 0.3.2's value, and nothing else.
+    v032 = load_config(ROOT / "configs/default-0.3.2.yaml").to_dict()
+    assert diff_configs(v032, new) == sorted(CHANGED_IN_0_3_3)
+    for name, (was, now) in CHANGED_IN_0_3_3.items():
+        assert flatten(v032)[name] == was and flat_new[name] == now
     assert changed_defaults_note(old) == ""
     assert changed_defaults_note(new).startswith(
         "defaults changed in plabel 0.3 that this run uses: pseudo.augment strong (0.2: same); "

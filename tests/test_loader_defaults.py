@@ -1,4 +1,4 @@
-"""data.num_workers / data.persistent_workers left unset (auto, since 0.3.1): workers on a GPU, none on the CPU."""
+"""Loader defaults (data.num_workers / data.persistent_workers left unset: auto since 0.3.1, workers on a GPU, none on the CPU) and when their workers may be forked."""
 
 from __future__ import annotations
 
@@ -34,3 +34,24 @@ def test_unset_means_auto_and_persistent_and_a_given_value_is_kept(monkeypatch):
     cfg.data.num_workers, cfg.data.persistent_workers = 3, False
     given = loader_options(cfg, _accelerator("cuda"))
     assert (given.num_workers, given.persistent_workers) == (3, False)
+
+
+def test_a_closing_queue_feeder_is_waited_for_before_a_fork():
+    """A loader's workers are forked only once the feeder threads of queues just closed have left
+    (a fork while one exits can hang the worker inside os.fork()); live feeders are not waited on
+    for long. The feeder here is held inside a send (more bytes than a pipe holds, nobody reading)
+    so that it is still alive, and visibly closing, when it is looked at."""
+    import multiprocessing
+    import threading
+
+    from plabel.trainer.setup import _feeder_is_closing, _let_closing_feeders_finish
+
+    queue = multiprocessing.Queue()
+    queue.put(b"x" * (1 << 21))
+    feeder = queue._thread
+    assert feeder.name == "QueueFeederThread" and not _feeder_is_closing(feeder)
+    queue.close()  # the close sentinel now waits behind the send
+    assert feeder.is_alive() and _feeder_is_closing(feeder)
+    threading.Timer(1.0, queue._reader.recv_bytes).start()  # let the send finish a second from now
+    _let_closing_feeders_finish(live_wait_s=0.0, closing_wait_s=60.0)
+    assert not feeder.is_alive()

@@ -148,13 +148,20 @@ class DataConfig:
     augment: Literal["auto", "none", "light", "affine", "strong", "elastic", "randaugment", "trivialaugment"] = _f(
         "auto",
         "training augmentation: auto (the default since 0.3.1; 0.3.0: light) = round 0 trained once per candidate, "
-        "light and none (grey), none, light and affine (colour), the lowest validation loss kept (without validation "
-        "images: the first; costs one or two more rounds 0); none; "
+        "light and none (grey), none, light and affine (colour), light kept unless another level's validation loss is "
+        "lower by data.augment_margin (without validation images: light on grey, none on colour; costs one or two more "
+        "rounds 0); none; "
         "light = small affine (grey images, e.g. digits) / crop + flip (colour: padded "
         "random crop up to 64 px, random-resized crop above); affine = light's small affine moves for colour images "
         "too (shifts and turns, no crop); strong: larger moves (colour jitter) and cutout; "
         "elastic: strong + an elastic distortion (digits; about 3x strong's CPU time per image); randaugment / "
         "trivialaugment: light's moves + torchvision's policy + cutout",
+    )
+    augment_margin: float = _f(
+        0.5,
+        "data.augment auto: how much lower (nats of mean validation cross-entropy) another level's loss must be to "
+        "replace light (crop + flip on colour, small affine moves on grey), the level that won where the levels are "
+        "close (signs); 0 = the lowest loss (0.3.1-0.3.2). Since 0.3.3",
     )
     flip: Optional[bool] = _f(
         None,
@@ -194,6 +201,7 @@ class DataConfig:
             _non_negative("data.num_workers", self.num_workers)
         if self.val_per_class is not None:
             _non_negative("data.val_per_class", self.val_per_class)
+        _non_negative("data.augment_margin", self.augment_margin)
         if self.max_image_pixels is not None:
             _positive("data.max_image_pixels", self.max_image_pixels)
         if self.persistent_workers and self.num_workers == 0:

@@ -84,11 +84,11 @@ def run_trials(
     initial_model = copy.deepcopy(bare.state_dict()) if refit else None
     initial_optimizer = copy.deepcopy(optimizer.state_dict()) if refit else None
     winner, trials, position = choose(accelerator, model, optimizer, levels, None, plan, start, val, score_plan, lambda m, s: None,
-                                      num_classes, cfg.checkpoint.stop_check_every)
+                                      num_classes, cfg.checkpoint.stop_check_every, cfg.data.augment_margin)
     lines: list[str] = []
     metrics: dict[str, float] = {}
     if cfg.data.augment == AUTO:
-        lines.append(choice_line(winner, trials, len(val)))
+        lines.append(choice_line(winner, trials, len(val), cfg.data.augment_margin))
         for t in trials:
             metrics.update({f"round/val_accuracy_{t.level}": t.val_accuracy, f"round/val_loss_{t.level}": t.val_loss})
     temperature = None

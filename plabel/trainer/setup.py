@@ -7,6 +7,7 @@ import datetime as dt
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.popen_fork
+import multiprocessing.queues
 import os
 import signal
 import subprocess
@@ -73,16 +74,39 @@ class _KillOnTerminate(multiprocessing.popen_fork.Popen):
         self.kill()
 
 
-def _let_closing_feeders_finish(wait_s: float = 0.5) -> None:
+def _feeder_is_closing(thread: threading.Thread) -> bool:
+    """Whether a queue's feeder thread is on its way out: its queue was closed (the close sentinel
+    waits in its buffer) or it has closed its end of the pipe. A feeder's arguments are multiprocessing's
+    ``Queue._feed(buffer, notempty, send_bytes, writelock, reader_close, writer_close, ...)``;
+    on a Python laid out otherwise every feeder counts as live (the short wait)."""
+    args = getattr(thread, "_args", ())
+    if len(args) < 6:
+        return False
+    buffer, writer_close = args[0], args[5]
+    try:
+        if any(item is multiprocessing.queues._sentinel for item in list(buffer)):  # type: ignore[attr-defined]
+            return True
+        # a live feeder writes to its pipe; one that closed it is past the sentinel, leaving
+        return bool(getattr(getattr(writer_close, "__self__", None), "closed", False))
+    except (TypeError, RuntimeError, AttributeError):
+        return False
+
+
+def _let_closing_feeders_finish(live_wait_s: float = 0.5, closing_wait_s: float = 10.0) -> None:
     """Fork only once the queue feeder threads of a loader just shut down have exited. CPython 3.11
     re-initialises its thread-state lock only after the forked child has used it, so a fork while
     another thread holds it leaves the worker stuck inside os.fork() for ever (seen: a worker of
     the test pass, forked as the training loader's feeders were exiting; its rank then waits in
-    the next collective). Live feeders (a persistent loader's) cost at most ``wait_s`` in all."""
-    deadline = time.monotonic() + wait_s
+    the next collective). A closing feeder exits as soon as it is scheduled, which on a loaded
+    machine took longer than half a second (a preemption test then hung after "scoring the
+    pool"): those are waited for up to ``closing_wait_s``. Live feeders (a persistent loader's)
+    never exit and cost at most ``live_wait_s`` in all."""
+    start = time.monotonic()
     for thread in threading.enumerate():
-        if thread.name == "QueueFeederThread" and thread is not threading.current_thread():
-            thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.name != "QueueFeederThread" or thread is threading.current_thread():
+            continue
+        budget = closing_wait_s if _feeder_is_closing(thread) else live_wait_s
+        thread.join(max(0.0, start + budget - time.monotonic()))
 
 
 class _BlockedSignalsProcess(multiprocessing.context.ForkProcess):

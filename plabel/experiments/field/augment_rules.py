@@ -21,7 +21,8 @@ import torch
 
 from plabel.config.args import SpellingsParser
 from plabel.method.scores import fit_temperature
-from plabel.trainer.augment_choice import candidates
+from plabel.trainer.augment_choice import Trial as ChoiceTrial
+from plabel.trainer.augment_choice import candidates, pick
 
 # Row variants of the round-0 grids -> the level they trained with (24-epoch rows only, the default's length).
 LEVELS = {"light-24": "light", "none-24": "none", "affine-24": "affine", "light": "light", "none": "none", "affine": "affine"}
@@ -73,16 +74,11 @@ def brier(trial: Trial) -> float:
     return float(((logp.exp() - torch.nn.functional.one_hot(labels, logp.shape[1])) ** 2).sum(1).mean())
 
 
-def loss_margin(nats: float) -> Rule:
-    """The first level tried stays unless a later one's validation loss is lower by ``nats``: a prior
-    for the first level that only a clear validation difference overturns (20 images are noisy)."""
+def loss_margin(nats: float) -> "Rule":
+    """The product's rule (:func:`plabel.trainer.augment_choice.pick`): light stays unless a later
+    level's validation loss is lower by ``nats`` than the level kept so far."""
     def rule(trials: list[Trial], n_val: int) -> str:
-        by_level = {t[0]: t for t in trials}
-        winner = trials[0][0]
-        for level in [t[0] for t in trials][1:]:
-            if by_level[level][3] <= by_level[winner][3] - nats:
-                winner = level
-        return winner
+        return pick([ChoiceTrial(t[0], t[1], t[3], {}, {}) for t in trials], nats).level
     return rule
 
 
@@ -104,13 +100,13 @@ RULES: dict[str, tuple[LevelsOf, Rule]] = {
     "none, light, affine; best": (candidates, lambda t, n: sequential([x[0] for x in t], best)(t, n)),
     "none on colour": _rule(("none",), best),
     "none, light, affine; accuracy, a tie to the lower loss": (candidates, lambda t, n: max(t, key=lambda x: (x[1], -x[3]))[0]),
-    "none, light, affine; the lowest validation loss (shipped)": (candidates, lambda t, n: min(t, key=lambda x: x[3])[0]),
+    "none, light, affine; the lowest validation loss (0.3.1-0.3.2)": (candidates, lambda t, n: min(t, key=lambda x: x[3])[0]),
     "none, light, affine; the lowest loss after each level's own temperature": (candidates, lambda t, n: min(t, key=calibrated_loss)[0]),
     "none, light, affine; the lowest Brier score": (candidates, lambda t, n: min(t, key=brier)[0]),
     # Written after seeds 0-7 (signs: crop + flip best at all eight, the loss kept none at three of the
     # five fresh ones), before seeds 8-9 ran (field-r0-check): the margin is the middle of the 0.4-0.7
-    # nats over which it lost least on seeds 0-7.
-    "light, none, affine; a later level needs a validation loss 0.5 nats lower": (
+    # nats over which it lost least on seeds 0-7. Shipped in 0.3.3 (plabel.trainer.augment_choice.pick).
+    "light, none, affine; a later level needs a validation loss 0.5 nats lower (0.3.3)": (
         lambda ch: GREY if ch == 1 else ("light", "none", "affine"), loss_margin(0.5)),
 }
 
