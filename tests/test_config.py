@@ -129,6 +129,12 @@ def test_default_0_2_config_is_0_2s_defaults(tmp_path):
     for name, (was, now) in CHANGED_IN_0_3_3.items():
         assert flatten(v032)[name] == was and flat_new[name] == now
     assert changed_defaults_note(old) == ""
+    # auto's fifth of a class of 2 labeled images is none: margin and scope then change nothing,
+    # so a run told the split held nothing out names neither (the 0.3.1 line still names auto).
+    held, none_held = changed_defaults_note(new, held_out=True), changed_defaults_note(new, held_out=False)
+    assert "data.augment_margin" in held and "data.val_scope" in held
+    assert "data.augment_margin" not in none_held and "data.val_scope" not in none_held
+    assert "plabel 0.3.3" not in none_held and "data.val_per_class auto" in none_held
     assert changed_defaults_note(new).startswith(
         "defaults changed in plabel 0.3 that this run uses: pseudo.augment strong (0.2: same); "
         "pseudo.alpha_schedule constant (0.2: linear); pseudo.top_k_percent 60/80/90/95 (0.2: 20/40/60/80)"

@@ -64,3 +64,14 @@ def test_the_table_shows_an_estimate_without_a_validation_column():
     assert "estimate" in header and "val_acc" not in header
     assert "estimate" not in format_table([{**row, "precision_estimate": None}]).splitlines()[0]
     assert "val_acc" in format_table([{**row, "val_accuracy": 0.8}]).splitlines()[0]
+
+
+def test_a_budget_too_small_to_hold_out_names_neither_scope_nor_margin(tmp_path, capsys):
+    """At 3 labeled per class auto's fifth rounds to none: validation scope and augment margin change
+    nothing there, so the run's 'defaults changed' lines leave them out (0.3.1's auto stays)."""
+    out = tmp_path / "run"
+    assert train_main([*tiny({"data.labeled_per_class": 3}), "--output_dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "without them it is light" in printed  # auto had nothing to choose with
+    assert "defaults changed in plabel 0.3.1 that this run uses: data.val_per_class auto" in printed
+    assert "defaults changed in plabel 0.3.2" not in printed and "defaults changed in plabel 0.3.3" not in printed

@@ -9,7 +9,7 @@ that changed them and the config file that restores them.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from typing import Any, Optional
 
 from plabel.config.load import flatten
 
@@ -73,12 +73,15 @@ def with_absent_keys(saved: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _matters(name: str, flat: dict[str, Any]) -> bool:
+def _matters(name: str, flat: dict[str, Any], held_out: Optional[bool]) -> bool:
     """Whether a changed default changes anything in this run: data.val_scope does not when no
-    labeled image is held out (data.val_per_class 0), data.augment_margin neither, nor without auto."""
+    labeled image is held out (data.val_per_class 0, or auto's fifth rounding to none of a class of
+    2-4 images), data.augment_margin neither, nor without auto. ``held_out``: whether the split
+    holds any image out (None: not known yet, read data.val_per_class)."""
     if name == "data.augment_margin" and flat.get("data.augment") != "auto":
         return False
-    return not (name in ("data.val_scope", "data.augment_margin") and flat.get("data.val_per_class") == 0)
+    none_held = flat.get("data.val_per_class") == 0 if held_out is None else not held_out
+    return not (name in ("data.val_scope", "data.augment_margin") and none_held)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -100,15 +103,16 @@ def _spell(value: Any, name: str = "") -> str:
     return "auto" if value is None else str(value)
 
 
-def changed_defaults_note(resolved: dict[str, Any], given: Collection[str] = ()) -> str:
+def changed_defaults_note(resolved: dict[str, Any], given: Collection[str] = (), held_out: Optional[bool] = None) -> str:
     """The printed line naming the 0.3 defaults this run takes ('' when it sets all of them otherwise).
     ``given``: the dotted names the config file or command line set; a value chosen there is not
-    a default the run relies on, even when it equals 0.3's (configs/mnist100_best.yaml's)."""
+    a default the run relies on, even when it equals 0.3's (configs/mnist100_best.yaml's).
+    ``held_out``: whether the split held validation images out (see _matters)."""
     flat = flatten(resolved)
     lines = []
     for release, before, changed, restore in HISTORY:
         taken = [f"{name} {_spell(new, name)} ({before}: {_spell(old, name)})"
-                 for name, (old, new) in changed.items() if name not in given and _same(flat.get(name), new) and _matters(name, flat)]
+                 for name, (old, new) in changed.items() if name not in given and _same(flat.get(name), new) and _matters(name, flat, held_out)]
         if taken:
             lines.append(f"defaults changed in plabel {release} that this run uses: {'; '.join(taken)}; {restore} restores {before}'s")
     return "\n".join(lines)

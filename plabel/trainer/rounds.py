@@ -74,7 +74,7 @@ class RoundRunner:
         for note in notes:
             print_once(accelerator, note)
         print_once(accelerator, batch_note(cfg, accelerator.num_processes))
-        for note in (changed_defaults_note(resolved, cfg.given), unaugmented_data_note(resolved)):
+        for note in (changed_defaults_note(resolved, cfg.given, held_out=len(splits.val_source_indices) > 0), unaugmented_data_note(resolved)):
             if note:
                 print_once(accelerator, note)
         self.wandb_run_id = run_dir.wandb_run_id
