@@ -69,3 +69,16 @@ def test_the_temperature_table_reads_round0_temperature_and_signed_errors(tmp_pa
     [row] = json.loads(out.read_text())
     assert row["row"] == "house-10-v032" and row["seed"] == 7 and row["errors"] == pytest.approx([-5.0, -20.0, -20.0])
     assert "| house-10-v032 | 7 | 4.65 | -5.0 | -20.0 to -20.0 | likely low |" in capsys.readouterr().out
+
+
+def test_pooled_references_are_one_arm_with_each_pair_from_its_own_twin(sweeps, capsys):
+    out = sweeps / "map.png"
+    assert main([str(sweeps), "--reference", "cand", "v032", "--pooled", "cand", "v032", "--out", str(out)]) == 0
+    [point] = json.loads(out.with_suffix(".json").read_text())
+    assert point["variant"] == "default" and point["random_seeds"] == 2 and point["seeds"] == 3
+    # cand − cand_random at seed 5 (+1.0) and v032 − v032_random at seed 5 (+2.0): never cand − v032_random
+    assert point["vs_random"][0] == pytest.approx(1.5)
+    assert point["round0"][0] == pytest.approx((50 + 60 + 60) / 3)
+    with pytest.raises(SystemExit):
+        main([str(sweeps), "--reference", "cand", "--pooled", "cand", "v032"])
+    assert "--pooled: v032 not among --reference" in capsys.readouterr().err

@@ -99,6 +99,27 @@ def map_points(cells: dict[tuple[str, int, str], Cell], reference: str, twin: st
     return points
 
 
+def pooled_points(cells: dict[tuple[str, int, str], Cell], references: Sequence[str], twins: Sequence[str], label: str) -> list[dict[str, Any]]:
+    """One map point per (set, budget) from several defaults at once: each reference's paired
+    differences from its own twin, pooled. The shipped default changed between the seeds' runs
+    (0.3.1 at seeds 3-4, 0.3.2 at 5-7), but default − twin is measured within each release, so the
+    pooled pairs still ask one question: do entropy's picks beat random ones of the same counts?"""
+    by_cell: dict[tuple[str, int], dict[str, list[float]]] = {}
+    for reference, twin in zip(references, twins):
+        for (name, budget, variant), cell in cells.items():
+            if variant != reference:
+                continue
+            acc = by_cell.setdefault((name, budget), {"round0": [], "vs_random": [], "vs_baseline": []})
+            acc["round0"] += list(cell.values("baseline_accuracy").values())
+            acc["vs_baseline"] += [f - b for f, b in zip(cell.values("final_accuracy").values(), cell.values("baseline_accuracy").values())]
+            rnd = cells.get((name, budget, twin))
+            acc["vs_random"] += paired(cell, rnd) if rnd is not None else []
+    return [{"set": name, "budget": budget, "variant": label, "round0": mean_std(acc["round0"]),
+             "vs_random": mean_std(acc["vs_random"]) if acc["vs_random"] else None, "vs_baseline": mean_std(acc["vs_baseline"]),
+             "seeds": len(acc["round0"]), "random_seeds": len(acc["vs_random"])}
+            for (name, budget), acc in sorted(by_cell.items())]
+
+
 def round_precisions(cell: Cell, seeds: Sequence[int]) -> list[Optional[float]]:
     """Mean pseudo-label precision (points) of each round after 0 over ``seeds``; None where a round has none."""
     by_round: dict[int, list[float]] = {}
@@ -198,6 +219,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--reference", nargs="+", default=["cand"],
                         help="the variant others are compared with (default: cand); several put several arms on the map")
     parser.add_argument("--twin", nargs="+", default=None, help="each reference's random twin (default: <reference>_random)")
+    parser.add_argument("--pooled", nargs="+", default=None, metavar="REFERENCE",
+                        help="put these references on the map as one arm ('default'), their pairs with their twins pooled per cell")
     parser.add_argument("--out", default=None, help="the map figure (PNG); its points go beside it as JSON")
     parser.add_argument("--temperatures", default=None,
                         help="write each val_scope round0 run's round-0 temperature and estimate errors (JSON, from "
@@ -216,7 +239,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     points = []
     for reference, twin in zip(args.reference, twins):
         print("\n" + precision_table(cells, reference, twin))
-        points += map_points(cells, reference, twin)
+        if reference not in (args.pooled or ()):
+            points += map_points(cells, reference, twin)
+    if args.pooled:
+        unknown = [r for r in args.pooled if r not in args.reference]
+        if unknown:
+            parser.error(f"--pooled: {', '.join(unknown)} not among --reference; name each pooled arm there too")
+        points += pooled_points(cells, args.pooled, [twins[args.reference.index(r)] for r in args.pooled], "default")
     if args.out:
         figure(points, Path(args.out))
         Path(args.out).with_suffix(".json").write_text(json.dumps(points, indent=1) + "\n")
