@@ -82,3 +82,9 @@ def test_pooled_references_are_one_arm_with_each_pair_from_its_own_twin(sweeps, 
     with pytest.raises(SystemExit):
         main([str(sweeps), "--reference", "cand", "--pooled", "cand", "v032"])
     assert "--pooled: v032 not among --reference" in capsys.readouterr().err
+
+
+def test_the_map_table_counts_the_seeds_each_arm_led(sweeps, capsys):
+    assert main([str(sweeps), "--reference", "cand", "v032", "--pooled", "cand", "v032"]) == 0
+    printed = capsys.readouterr().out
+    assert "| default | signs | 10 | 56.7 ± 5.8 | +1.50 ± 0.71 (2 seeds) | 2 / 0 / 0 | +16.00 ± 7.94 |" in printed

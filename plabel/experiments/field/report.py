@@ -95,7 +95,8 @@ def map_points(cells: dict[tuple[str, int, str], Cell], reference: str, twin: st
         vs_base = [f - b for f, b in zip(cell.values("final_accuracy").values(), cell.values("baseline_accuracy").values())]
         points.append({"set": name, "budget": budget, "variant": reference, "round0": mean_std(base),
                        "vs_random": mean_std(vs_random) if vs_random else None,
-                       "vs_baseline": mean_std(vs_base), "seeds": len(cell.runs), "random_seeds": len(vs_random)})
+                       "vs_baseline": mean_std(vs_base), "seeds": len(cell.runs), "random_seeds": len(vs_random),
+                       "ahead": sum(d > 0 for d in vs_random), "behind": sum(d < 0 for d in vs_random)})
     return points
 
 
@@ -116,8 +117,22 @@ def pooled_points(cells: dict[tuple[str, int, str], Cell], references: Sequence[
             acc["vs_random"] += paired(cell, rnd) if rnd is not None else []
     return [{"set": name, "budget": budget, "variant": label, "round0": mean_std(acc["round0"]),
              "vs_random": mean_std(acc["vs_random"]) if acc["vs_random"] else None, "vs_baseline": mean_std(acc["vs_baseline"]),
-             "seeds": len(acc["round0"]), "random_seeds": len(acc["vs_random"])}
+             "seeds": len(acc["round0"]), "random_seeds": len(acc["vs_random"]),
+             "ahead": sum(d > 0 for d in acc["vs_random"]), "behind": sum(d < 0 for d in acc["vs_random"])}
             for (name, budget), acc in sorted(by_cell.items())]
+
+
+def map_table(points: list[dict[str, Any]]) -> str:
+    """The map as a table (issue 37): one row per arm x (set, budget), weakest teacher first."""
+    lines = ["| arm | set | labels/class | round 0 | − random picks (paired) | ahead / behind / level | − round 0 |",
+             "|---|---|---|---|---|---|---|"]
+    for p in sorted(points, key=lambda p: (p["variant"], p["round0"][0])):
+        vs = p["vs_random"]
+        rnd = "-" if vs is None else (f"{vs[0]:+.2f} ± {vs[1]:.2f} ({p['random_seeds']} seeds)" if p["random_seeds"] > 1 else f"{vs[0]:+.2f} (1 seed)")
+        count = "-" if vs is None else f"{p['ahead']} / {p['behind']} / {p['random_seeds'] - p['ahead'] - p['behind']}"
+        (r0, r0s), (g, gs) = p["round0"], p["vs_baseline"]
+        lines.append(f"| {p['variant']} | {p['set']} | {p['budget']} | {r0:.1f} ± {r0s:.1f} | {rnd} | {count} | {g:+.2f} ± {gs:.2f} |")
+    return "\n".join(lines)
 
 
 def round_precisions(cell: Cell, seeds: Sequence[int]) -> list[Optional[float]]:
@@ -249,7 +264,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.out:
         figure(points, Path(args.out))
         Path(args.out).with_suffix(".json").write_text(json.dumps(points, indent=1) + "\n")
-    print()
+    print("\n" + map_table(points) + "\n")
     for p in points:
         if p["vs_random"] is not None:
             print(f"{p['variant']:6s} {p['set']:14s} {p['budget']:3d}: round 0 {p['round0'][0]:6.2f}  − random {p['vs_random'][0]:+6.2f} ± {p['vs_random'][1]:.2f} "
