@@ -85,19 +85,8 @@ def table(cells: dict[tuple[str, int, str], Cell], reference: str) -> str:
 
 
 def map_points(cells: dict[tuple[str, int, str], Cell], reference: str, twin: str) -> list[dict[str, Any]]:
-    points = []
-    for (name, budget, variant), cell in sorted(cells.items()):
-        if variant != reference:
-            continue
-        rnd = cells.get((name, budget, twin))
-        base = list(cell.values("baseline_accuracy").values())
-        vs_random = paired(cell, rnd) if rnd is not None else []
-        vs_base = [f - b for f, b in zip(cell.values("final_accuracy").values(), cell.values("baseline_accuracy").values())]
-        points.append({"set": name, "budget": budget, "variant": reference, "round0": mean_std(base),
-                       "vs_random": mean_std(vs_random) if vs_random else None,
-                       "vs_baseline": mean_std(vs_base), "seeds": len(cell.runs), "random_seeds": len(vs_random),
-                       "ahead": sum(d > 0 for d in vs_random), "behind": sum(d < 0 for d in vs_random)})
-    return points
+    """One map point per (set, budget): one reference against its own twin."""
+    return pooled_points(cells, [reference], [twin], reference)
 
 
 def pooled_points(cells: dict[tuple[str, int, str], Cell], references: Sequence[str], twins: Sequence[str], label: str) -> list[dict[str, Any]]:
