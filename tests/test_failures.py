@@ -309,6 +309,44 @@ def test_preemption_signal_checkpoints_and_resumes(tmp_path, how):
     assert (out / "summary.json").is_file()
 
 
+@pytest.mark.parametrize("processes, presses, tracking", [(1, 1, "offline"), (2, 1, "disabled"), (1, 2, "disabled")])
+def test_ctrl_c_stops_with_one_line_and_resumes(tmp_path, processes, presses, tracking):
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground group (launcher, training
+    processes, loader workers, and through torch's agent the ranks). The first press is a stop
+    request like a scheduler's (a checkpoint at the next step), a second stops at once; either way
+    one line, exit 130, no traceback (W&B's included), nothing left running, and the same command
+    resumes. It was a KeyboardInterrupt traceback from every process and W&B's atexit hook."""
+    out = tmp_path / "run"
+    args = [*tiny({"train.steps_per_epoch": 40, "train.epochs": 3, "tracking.mode": tracking, "data.num_workers": 1}),
+            "--output_dir", str(out)]
+    env = subprocess_env(WANDB_DIR=str(tmp_path / "wandb"))
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(launch_command([str(ROOT / "train.py"), *args], processes), cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    proc = start()
+    _wait_for(proc, "round 0 done")
+    tree = [proc.pid, *(p.pid for p in psutil.Process(proc.pid).children(recursive=True))]
+    for _ in range(presses):
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.05)
+    rest = communicate_or_dump(proc, 120)
+    assert proc.returncode == 130, rest[-3000:]
+    assert "Traceback" not in rest and "KeyboardInterrupt" not in rest, rest[-3000:]
+    lines = [line for line in rest.splitlines() if line.startswith("train.py: interrupted")]
+    assert len(lines) == 1, rest[-3000:]
+    if presses == 1:
+        assert "checkpoint written" in lines[0], lines
+    time.sleep(1.0)
+    assert not [pid for pid in tree if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    newest = list_checkpoints(out)[0]
+    resumed = start()
+    log = communicate_or_dump(resumed, 300)
+    assert resumed.returncode == 0, log[-3000:]
+    assert f"resumed from {newest}" in log and (out / "summary.json").is_file()
+
+
 def test_loader_workers_survive_a_signal_the_moment_they_start():
     """A launcher signals the whole process group, loader workers included, at any moment: also
     in the instant after a round's loader forks them, before their init function runs (a worker

@@ -156,3 +156,32 @@ def test_a_closed_pipe_ends_a_command_quietly(capfd):
     finally:
         os.dup2(saved, 1)
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_ctrl_c_stops_a_local_sweep_without_starting_another_run(tmp_path, capsys):
+    """Ctrl-C on ``plabel sweep`` (SIGINT to the terminal's whole group): the running run writes a
+    checkpoint and stops, no queued run starts, one line says so, exit 130, and --status calls the
+    stopped run interrupted. The executor used to start every queued run after it, traceback last."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import communicate_or_dump, subprocess_env
+
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "plabel.cli", "sweep", str(TINY_GRID), "train.steps_per_epoch=40", "train.epochs=3",
+           "--out", str(out), "--jobs", "1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    log = out / "logs" / "entropy-seed0.log"
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None and not (log.is_file() and "round 0 done" in log.read_text()):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    said = communicate_or_dump(proc, 120)
+    assert proc.returncode == 130, said[-2000:]
+    assert "Traceback" not in said and "1 run(s) stopped with a checkpoint, 3 not started" in said, said[-2000:]
+    assert "train.py: interrupted (" in log.read_text()
+    assert _status(out, capsys) == {("entropy", 0): "interrupted", ("entropy", 1): "missing",
+                                    ("random", 0): "missing", ("random", 1): "missing"}

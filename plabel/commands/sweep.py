@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import signal
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -102,9 +104,9 @@ def _sweep(args: argparse.Namespace) -> int:
         for i, (row, seed) in enumerate(todo, 1):
             print(f"  task {job}_{i}: {row} seed {seed}")
         return 0
-    failed = _run_locally(grid, out, todo, max(1, args.jobs))
+    ended = _run_locally(grid, out, todo, max(1, args.jobs))
     code = _table(grid, out)
-    return 1 if failed else code
+    return ended or code
 
 
 def _options(words: list[str]) -> dict[str, Any]:
@@ -125,12 +127,21 @@ def _options(words: list[str]) -> dict[str, Any]:
 
 
 def _run_locally(grid: Any, out: Path, todo: list[tuple[str, int]], jobs: int) -> int:
+    """Run ``todo`` here, ``jobs`` at a time; 0, 1 when a run failed, 130 when Ctrl-C stopped it.
+
+    Ctrl-C reaches the runs themselves (the terminal signals its whole foreground group): each
+    writes a checkpoint and exits 130. The sweep only stops starting runs; a KeyboardInterrupt
+    here would leave the executor starting every queued run after it, traceback last."""
     from plabel.sweeps.runs import log_file, train_command
+    from plabel.trainer.faults import EXIT_INTERRUPTED, EXIT_PREEMPTED
 
     threads = max(1, len(os.sched_getaffinity(0)) // jobs)  # concurrent runs share the cores
     (out / "logs").mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
 
-    def one(row: str, seed: int) -> int:
+    def one(row: str, seed: int) -> Optional[int]:
+        if stop.is_set():
+            return None
         log = log_file(out, row, seed)
         # Unless the grid, the row or a key=value option sets the threads (then they win: the same
         # threads as the same run under --backend slurm give the same numbers).
@@ -141,16 +152,35 @@ def _run_locally(grid: Any, out: Path, todo: list[tuple[str, int]], jobs: int) -
         log.with_suffix(".exit").write_text(f"{status}\n")
         return status
 
-    failed = 0
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(one, row, seed): (row, seed) for row, seed in todo}
-        for future in concurrent.futures.as_completed(futures):
-            row, seed = futures[future]
-            status = future.result()
-            failed += status != 0
-            print(f"sweep {grid.name}: {row} seed {seed} " + ("done" if status == 0 else f"failed (exit {status}; {log_file(out, row, seed)})"),
-                  flush=True)
-    return failed
+    def on_interrupt(signum: int, frame: Any) -> None:
+        if not stop.is_set():
+            print(f"sweep {grid.name}: interrupted: the running runs write a checkpoint and stop; no other run starts", flush=True)
+        stop.set()
+
+    failed, stopped, skipped = 0, 0, 0
+    previous = signal.signal(signal.SIGINT, on_interrupt) if threading.current_thread() is threading.main_thread() else None
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(one, row, seed): (row, seed) for row, seed in todo}
+            for future in concurrent.futures.as_completed(futures):
+                row, seed = futures[future]
+                status = future.result()
+                if status is None:
+                    skipped += 1
+                    continue
+                stopped += status in (EXIT_INTERRUPTED, EXIT_PREEMPTED)
+                failed += status not in (0, EXIT_INTERRUPTED, EXIT_PREEMPTED)
+                said = {0: "done", EXIT_INTERRUPTED: "stopped (interrupted; resumes)", EXIT_PREEMPTED: "stopped (preempted; resumes)"}
+                print(f"sweep {grid.name}: {row} seed {seed} " + said.get(status, f"failed (exit {status}; {log_file(out, row, seed)})"),
+                      flush=True)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if stop.is_set():
+        print(f"sweep {grid.name}: interrupted: {stopped} run(s) stopped with a checkpoint, {skipped} not started; "
+              "run the same command again to go on", flush=True)
+        return EXIT_INTERRUPTED
+    return 1 if failed or stopped else 0  # a run preempted by someone's SIGTERM is not a finished sweep
 
 
 def _counts(found: list[Any]) -> str:

@@ -1,5 +1,5 @@
-"""``train.py`` / ``plabel train``: parse the config, run, and turn the two expected endings that
-are not success into exit codes (user error: 2; preempted after a checkpoint: 75)."""
+"""``train.py`` / ``plabel train``: parse the config, run, and turn the expected endings that are
+not success into exit codes (user error: 2; preempted after a checkpoint: 75; Ctrl-C: 130)."""
 
 from __future__ import annotations
 
@@ -27,19 +27,26 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: str = "train.py", wat
 
         precheck(cfg)  # what a folder listing shows, before any image is read
         # Heavy imports after argument parsing, so --help and config errors answer at once.
-        from plabel.trainer.faults import EXIT_PREEMPTED, Preempted, watch_parent
+        from plabel.trainer import faults
         from plabel.trainer.run import run
 
         if watch_launcher:
-            watch_parent(PARENT_PID, int(os.environ.get("WORLD_SIZE", "1")))
+            faults.watch_parent(PARENT_PID, int(os.environ.get("WORLD_SIZE", "1")))
         try:
-            run(cfg, config_name=name)
-        except Preempted as stop:
+            with faults.interrupt_stops_the_run():
+                run(cfg, config_name=name)
+        except faults.Preempted as stop:
+            how = "interrupted" if faults.interrupted() else "preempted"
             if launcher_main():
                 # What was kept is in the reason (a checkpoint, the pool pass's finished part, or nothing
                 # when round 0's augmentation trials were stopped).
-                print(f"{prog}: preempted ({stop}); run the same command again to resume", file=sys.stderr)
-            return EXIT_PREEMPTED
+                print(f"{prog}: {how} ({stop}); run the same command again to resume", file=sys.stderr)
+            return faults.EXIT_INTERRUPTED if faults.interrupted() else faults.EXIT_PREEMPTED
+        except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint now, the newest complete one stays
+            if launcher_main():
+                print(f"{prog}: interrupted again: stopped at once; the newest checkpoint in the run folder is kept; "
+                      "run the same command again to resume from it", file=sys.stderr)
+            return faults.EXIT_INTERRUPTED
         return 0
 
     return run_command(prog, body)

@@ -14,8 +14,9 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from types import FrameType
-from typing import Optional
+from typing import Iterator, Optional
 
 from accelerate import Accelerator
 
@@ -27,6 +28,10 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later" - rerun the same command t
 # (trainer/setup.py) so that only the training process acts on them.
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 STACK_DUMP_SIGNAL = signal.SIGUSR2
+# Ctrl-C reaches every process of the terminal's foreground group, loader workers included (and
+# torch's elastic agent forwards it to its workers): the workers leave it to training too.
+WORKER_IGNORED_SIGNALS = (*PREEMPTION_SIGNALS, signal.SIGINT)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C'd command
 
 _signal_received: Optional[int] = None
 
@@ -37,6 +42,41 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
     global _signal_received
     if _signal_received is None:
         _signal_received = signum
+
+
+def _interrupt_handler(signum: int, frame: Optional[FrameType]) -> None:
+    # The first Ctrl-C stops the run as a preemption does (a checkpoint at the next step, then one
+    # line); a second one stops at once, keeping the newest complete checkpoint.
+    global _signal_received
+    if _signal_received is not None:
+        raise KeyboardInterrupt
+    _signal_received = signum
+    from plabel.distributed.processes import launcher_main
+
+    if launcher_main():  # after the progress line Ctrl-C cut, not on it
+        lead = "\n" if sys.stderr.isatty() else ""
+        print(f"{lead}interrupted: stopping at the next step to write a checkpoint (Ctrl-C again stops at once)",
+              file=sys.stderr, flush=True)
+
+
+@contextmanager
+def interrupt_stops_the_run() -> Iterator[None]:
+    """Ctrl-C as a stop request while the ``train.py`` command runs; the previous handler comes
+    back after it (a test or script calling the command in-process keeps its KeyboardInterrupt,
+    and :func:`plabel.trainer.run.run` called from Python never takes it over)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _interrupt_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def interrupted() -> bool:
+    """Whether the stop came from Ctrl-C (SIGINT) rather than a scheduler's signal."""
+    return _signal_received == signal.SIGINT
 
 
 def install_preemption_handlers() -> None:

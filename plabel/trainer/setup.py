@@ -26,7 +26,7 @@ from plabel.config import ConfigError, RunConfig
 from plabel.data.base import UnreadableImage
 from plabel.data.splits import Splits
 from plabel.distributed.collectives import gather_lists, shard_range
-from plabel.trainer.faults import PREEMPTION_SIGNALS
+from plabel.trainer.faults import WORKER_IGNORED_SIGNALS
 from plabel.trainer.trackers import resolve_wandb_mode
 
 
@@ -53,16 +53,16 @@ class LoaderOptions:
 
 
 def ignore_preemption_signals(worker_id: int) -> None:
-    """DataLoader workers leave SIGTERM/SIGUSR1 to their training process, which checkpoints and
-    then ends them. A scheduler or launcher signals the whole process group; a worker dying of it
+    """DataLoader workers leave SIGTERM/SIGUSR1 (and Ctrl-C's SIGINT) to their training process,
+    which checkpoints and then ends them. A scheduler or launcher signals the whole process group; a worker dying of it
     would crash the training step ("DataLoader worker is killed by signal") before the checkpoint.
     Workers still end with their process (torch's loaders watch their parent). The workers start
     with these signals blocked (``worker_context``); one that arrived before this point is
     pending, and ignoring it discards it."""
-    for sig in PREEMPTION_SIGNALS:
+    for sig in WORKER_IGNORED_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, PREEMPTION_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_IGNORED_SIGNALS)
 
 
 class _KillOnTerminate(multiprocessing.popen_fork.Popen):
@@ -120,7 +120,7 @@ class _BlockedSignalsProcess(multiprocessing.context.ForkProcess):
 
     def start(self) -> None:
         _let_closing_feeders_finish()
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, PREEMPTION_SIGNALS)
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_IGNORED_SIGNALS)
         try:
             super().start()
         finally:
