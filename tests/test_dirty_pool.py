@@ -4,6 +4,7 @@ what it lets through, exact across processes: tests/test_distributed_select.py),
 
 import csv
 import json
+import math
 import re
 from collections import Counter
 
@@ -33,6 +34,17 @@ def test_energy_similarity_and_temperature():
     true = torch.randn(4000, 5, generator=g)
     labels = torch.multinomial(true.softmax(1), 1, generator=g).squeeze(1)  # drawn from the true probabilities
     assert fit_temperature(true * 3, labels) == pytest.approx(3.0, rel=0.1)
+    # A teacher near chance (log-probabilities of small random logits): LBFGS without a line search
+    # stepped to NaN here, and the run printed "confidence temperature nan". The fit is finite,
+    # in bounds, and at the loss's minimum over a fine grid of T.
+    torch.manual_seed(13)
+    flat = torch.softmax(torch.randn(20, 10) * 0.3, 1).log()
+    flat_labels = torch.arange(20) % 10
+    t = fit_temperature(flat, flat_labels)
+    grid = torch.exp(torch.linspace(math.log(0.05), math.log(20.0), 2001))
+    losses = torch.stack([torch.nn.functional.cross_entropy(flat / g, flat_labels) for g in grid])
+    assert math.isfinite(t) and 0.05 <= t <= 20.0
+    assert torch.nn.functional.cross_entropy(flat / t, flat_labels) <= losses.min() + 1e-6
     columns = {"entropy": torch.tensor([0.1, float("nan"), 0.3]), "energy": torch.tensor([-5.0, -9.0, -1.0])}
     ranking = ranking_scores(columns, torch.arange(3), "energy", 0, 1)
     assert ranking[0] == -5.0 and torch.isnan(ranking[1]) and ranking[2] == -1.0  # non-finite entropy: never picked

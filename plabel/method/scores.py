@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -58,7 +60,32 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, steps: int = 100
         return loss
 
     optimizer.step(closure)
-    return float(log_t.detach().exp().clamp(0.05, 20.0))
+    t = float(log_t.detach().exp().clamp(0.05, 20.0))
+    if not math.isfinite(t):
+        # LBFGS has no line search here and can step to NaN on a nearly flat loss (a teacher at
+        # chance: "confidence temperature nan" was printed and every estimate dropped). The loss is
+        # convex in 1/T, so a bounded search over log T finds the same minimum without stepping out.
+        t = _bounded_temperature(logits, labels)
+    return t
+
+
+def _bounded_temperature(logits: torch.Tensor, labels: torch.Tensor, low: float = 0.05, high: float = 20.0) -> float:
+    """Golden-section search of the cross-entropy over log T in [log low, log high]."""
+
+    def loss(log_t: float) -> float:
+        return float(torch.nn.functional.cross_entropy(logits / math.exp(log_t), labels))
+
+    a, b = math.log(low), math.log(high)
+    ratio = (math.sqrt(5) - 1) / 2
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    for _ in range(60):  # the bracket shrinks by 0.618 a step: 60 steps reach ~1e-12 in log T
+        if loss(c) <= loss(d):
+            b, d = d, c
+            c = b - ratio * (b - a)
+        else:
+            a, c = c, d
+            d = a + ratio * (b - a)
+    return math.exp((a + b) / 2)
 
 
 def margin(logits: torch.Tensor) -> torch.Tensor:
