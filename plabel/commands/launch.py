@@ -88,6 +88,18 @@ def _exit_status(error: BaseException) -> int:
     return EXIT_USER_ERROR if EXIT_USER_ERROR in codes else next((c for c in codes if c > 0), 1)
 
 
+def _quiet_launcher_logs() -> None:
+    """The launcher's own error report would repeat what the failing process printed, and its
+    warnings on Ctrl-C ("Received 2 death signal, shutting down workers") what the run says in one
+    line. torch gives some of its elastic loggers a level of their own at import, so the parent's
+    level alone left those: they are imported here and each is set."""
+    import torch.distributed.run  # noqa: F401  (imports the launcher, agent and process modules)
+
+    for name in list(logging.Logger.manager.loggerDict):
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.launcher", "torch.distributed.run")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def launch_main(argv: Optional[Sequence[str]] = None) -> int:
     quiet_libraries()
     from accelerate.commands.launch import launch_command, launch_command_parser
@@ -102,8 +114,10 @@ def launch_main(argv: Optional[Sequence[str]] = None) -> int:
     note = _fill_defaults(args)
     if note:
         print(note, file=sys.stderr)
-    # The launcher's own error report would repeat what the failing process printed.
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    _quiet_launcher_logs()
+    from plabel.distributed.one_process import use_for_accelerate
+
+    use_for_accelerate()
     try:
         launch_command(args)
     except Exception as error:

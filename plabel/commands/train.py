@@ -33,7 +33,7 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: str = "train.py", wat
         if watch_launcher:
             faults.watch_parent(PARENT_PID, int(os.environ.get("WORLD_SIZE", "1")))
         try:
-            with faults.interrupt_stops_the_run():
+            with faults.interrupt_stops_the_run(prog):
                 run(cfg, config_name=name)
         except faults.Preempted as stop:
             how = "interrupted" if faults.interrupted() else "preempted"
@@ -42,11 +42,6 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: str = "train.py", wat
                 # when round 0's augmentation trials were stopped).
                 print(f"{prog}: {how} ({stop}); run the same command again to resume", file=sys.stderr)
             return faults.EXIT_INTERRUPTED if faults.interrupted() else faults.EXIT_PREEMPTED
-        except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint now, the newest complete one stays
-            if launcher_main():
-                print(f"{prog}: interrupted again: stopped at once; the newest checkpoint in the run folder is kept; "
-                      "run the same command again to resume from it", file=sys.stderr)
-            return faults.EXIT_INTERRUPTED
         return 0
 
     return run_command(prog, body)

@@ -44,15 +44,28 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
         _signal_received = signum
 
 
+_second_press_line = ""
+
+
 def _interrupt_handler(signum: int, frame: Optional[FrameType]) -> None:
     # The first Ctrl-C stops the run as a preemption does (a checkpoint at the next step, then one
-    # line); a second one stops at once, keeping the newest complete checkpoint.
+    # line). A second one stops at once: os._exit, because a KeyboardInterrupt raised wherever the
+    # process stands (a loader worker handing over a batch) left tracebacks from other threads.
+    # The newest complete checkpoint stays (one is published by an atomic rename or not at all),
+    # the kernel releases the run folder's lock, and W&B's helper ends with its parent.
     global _signal_received
-    if _signal_received is not None:
-        raise KeyboardInterrupt
-    _signal_received = signum
     from plabel.distributed.processes import launcher_main
 
+    if _signal_received is not None:
+        import multiprocessing
+
+        if launcher_main():
+            print(_second_press_line, file=sys.stderr, flush=True)
+        for child in multiprocessing.active_children():  # loader workers would linger up to 5 s
+            child.kill()
+        sys.stdout.flush()
+        os._exit(EXIT_INTERRUPTED)
+    _signal_received = signum
     if launcher_main():  # after the progress line Ctrl-C cut, not on it
         lead = "\n" if sys.stderr.isatty() else ""
         print(f"{lead}interrupted: stopping at the next step to write a checkpoint (Ctrl-C again stops at once)",
@@ -60,13 +73,16 @@ def _interrupt_handler(signum: int, frame: Optional[FrameType]) -> None:
 
 
 @contextmanager
-def interrupt_stops_the_run() -> Iterator[None]:
-    """Ctrl-C as a stop request while the ``train.py`` command runs; the previous handler comes
-    back after it (a test or script calling the command in-process keeps its KeyboardInterrupt,
-    and :func:`plabel.trainer.run.run` called from Python never takes it over)."""
+def interrupt_stops_the_run(prog: str) -> Iterator[None]:
+    """Ctrl-C as a stop request while the ``prog`` command runs; the previous handler comes back
+    after it (a test or script calling the command in-process keeps its KeyboardInterrupt, and
+    :func:`plabel.trainer.run.run` called from Python never takes it over)."""
+    global _second_press_line
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
+    _second_press_line = (f"{prog}: interrupted again: stopped at once; the newest checkpoint in the run folder is kept; "
+                          "run the same command again to resume from it")
     previous = signal.signal(signal.SIGINT, _interrupt_handler)
     try:
         yield

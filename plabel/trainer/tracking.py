@@ -212,6 +212,20 @@ class RunLogger:
             except Exception as e:  # the tracker's connection is gone; the run's own files are complete
                 print(f"warning: could not close the {tracker.name} tracker cleanly ({type(e).__name__}: {e}); "
                       f"its local files are in {self.out_dir}", flush=True)
+                if tracker.name == "wandb":
+                    _forget_wandb_helper()
+
+
+def _forget_wandb_helper() -> None:
+    """W&B's atexit hook would try the dead helper again and print a traceback as the process
+    exits (its helper is gone when a launcher ends the process tree: accelerate's one-process
+    launcher does on Ctrl-C and SIGTERM). Its teardown unregisters that hook before it fails."""
+    try:
+        import wandb
+
+        wandb.teardown()
+    except Exception:
+        pass
 
 
 class QuietLogger(RunLogger):
