@@ -158,6 +158,19 @@ def test_a_closed_pipe_ends_a_command_quietly(capfd):
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_ctrl_c_outside_training_is_one_line_and_exit_130(capsys):
+    """Ctrl-C in any command outside training's own stop (plabel score's pass, a pool's listing,
+    parsing): `<prog>: interrupted`, exit 130, no traceback."""
+    from plabel.commands.common import run_command
+
+    def body():
+        raise KeyboardInterrupt
+
+    assert run_command("plabel score", body) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["plabel score: interrupted"]
+
+
 def test_ctrl_c_stops_a_local_sweep_without_starting_another_run(tmp_path, capsys):
     """Ctrl-C on ``plabel sweep`` (SIGINT to the terminal's whole group): the running run writes a
     checkpoint and stops, no queued run starts, one line says so, exit 130, and --status calls the

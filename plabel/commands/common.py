@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from plabel.config import ConfigError, RunConfig, config_from_dict
-from plabel.distributed.processes import launcher_main
+from plabel.distributed.processes import EXIT_INTERRUPTED, launcher_main
 
 EXIT_USER_ERROR = 2
 
@@ -30,7 +30,7 @@ def quiet_libraries() -> None:
 def run_command(prog: str, body: Callable[[], Optional[int]]) -> int:
     """Run a command's ``body``; a :class:`ConfigError` becomes ``<prog>: error: <line>``, exit 2,
     and so does a file that could not be written (a full disk, a read-only file system): one line
-    naming the path and the reason."""
+    naming the path and the reason. Ctrl-C is ``<prog>: interrupted``, exit 130."""
     quiet_libraries()
     try:
         return body() or 0
@@ -44,6 +44,10 @@ def run_command(prog: str, body: Callable[[], Optional[int]]) -> int:
 
             time.sleep(2.0)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:  # Ctrl-C outside training's own stop (plabel score, a listing, parsing)
+        if launcher_main():
+            print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `plabel sweep --status | head -1`: the reader has what it wanted
         import os
 

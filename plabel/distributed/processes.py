@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# How a process that stopped on Ctrl-C ends, whichever command it ran: 128 + SIGINT, what a shell
+# reports for a Ctrl-C'd command.
+EXIT_INTERRUPTED = 130
+
 
 def launcher_main() -> bool:
     """Before an Accelerator exists: whether this is the job's first process (prints user errors)."""

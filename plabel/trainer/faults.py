@@ -21,6 +21,7 @@ from typing import Iterator, Optional
 from accelerate import Accelerator
 
 from plabel.distributed.collectives import any_process
+from plabel.distributed.processes import EXIT_INTERRUPTED, launcher_main
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later" - rerun the same command to resume
 
@@ -31,7 +32,6 @@ STACK_DUMP_SIGNAL = signal.SIGUSR2
 # Ctrl-C reaches every process of the terminal's foreground group, loader workers included (and
 # torch's elastic agent forwards it to its workers): the workers leave it to training too.
 WORKER_IGNORED_SIGNALS = (*PREEMPTION_SIGNALS, signal.SIGINT)
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C'd command
 
 _signal_received: Optional[int] = None
 
@@ -54,8 +54,6 @@ def _interrupt_handler(signum: int, frame: Optional[FrameType]) -> None:
     # The newest complete checkpoint stays (one is published by an atomic rename or not at all),
     # the kernel releases the run folder's lock, and W&B's helper ends with its parent.
     global _signal_received
-    from plabel.distributed.processes import launcher_main
-
     if _signal_received is not None:
         import multiprocessing
 
