@@ -85,7 +85,8 @@ def interrupt_stops_the_run(prog: str) -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if not interrupted():  # once stopped by Ctrl-C, a second press while the process ends is still "at once", 130
+            signal.signal(signal.SIGINT, previous)
 
 
 def interrupted() -> bool:
