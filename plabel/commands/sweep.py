@@ -133,7 +133,7 @@ def _run_locally(grid: Any, out: Path, todo: list[tuple[str, int]], jobs: int) -
     writes a checkpoint and exits 130. The sweep only stops starting runs; a KeyboardInterrupt
     here would leave the executor starting every queued run after it, traceback last."""
     from plabel.sweeps.runs import log_file, train_command
-    from plabel.trainer.faults import EXIT_INTERRUPTED, EXIT_PREEMPTED
+    from plabel.distributed.processes import EXIT_INTERRUPTED, EXIT_PREEMPTED, RESUMABLE_EXITS
 
     threads = max(1, len(os.sched_getaffinity(0)) // jobs)  # concurrent runs share the cores
     (out / "logs").mkdir(parents=True, exist_ok=True)
@@ -168,8 +168,8 @@ def _run_locally(grid: Any, out: Path, todo: list[tuple[str, int]], jobs: int) -
                 if status is None:
                     skipped += 1
                     continue
-                stopped += status in (EXIT_INTERRUPTED, EXIT_PREEMPTED)
-                failed += status not in (0, EXIT_INTERRUPTED, EXIT_PREEMPTED)
+                stopped += status in RESUMABLE_EXITS
+                failed += status not in (0, *RESUMABLE_EXITS)
                 said = {0: "done", EXIT_INTERRUPTED: "stopped (interrupted; resumes)", EXIT_PREEMPTED: "stopped (preempted; resumes)"}
                 print(f"sweep {grid.name}: {row} seed {seed} " + said.get(status, f"failed (exit {status}; {log_file(out, row, seed)})"),
                       flush=True)

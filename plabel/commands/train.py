@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 from plabel.commands.common import run_command
 from plabel.config.args import resolve_config
-from plabel.distributed.processes import launcher_main
+from plabel.distributed.processes import EXIT_INTERRUPTED, EXIT_PREEMPTED, launcher_main
 
 # Read at import, as early as a worker can: the launcher that started this process. If it dies
 # before watch_parent runs, the pid no longer matches and the worker stops at once.
@@ -41,7 +41,7 @@ def train_main(argv: Optional[Sequence[str]] = None, prog: str = "train.py", wat
                 # What was kept is in the reason (a checkpoint, the pool pass's finished part, or nothing
                 # when round 0's augmentation trials were stopped).
                 print(f"{prog}: {how} ({stop}); run the same command again to resume", file=sys.stderr)
-            return faults.EXIT_INTERRUPTED if faults.interrupted() else faults.EXIT_PREEMPTED
+            return EXIT_INTERRUPTED if faults.interrupted() else EXIT_PREEMPTED
         return 0
 
     return run_command(prog, body)

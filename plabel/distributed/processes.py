@@ -18,9 +18,12 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# How a process that stopped on Ctrl-C ends, whichever command it ran: 128 + SIGINT, what a shell
-# reports for a Ctrl-C'd command.
+# How a run that stopped early ends, whichever command it ran; both mean "rerun the same command to
+# resume" (a sweep and its status read them so). Preempted: EX_TEMPFAIL, "try again later", after a
+# checkpoint. Ctrl-C: 128 + SIGINT, what a shell reports for a Ctrl-C'd command.
+EXIT_PREEMPTED = 75
 EXIT_INTERRUPTED = 130
+RESUMABLE_EXITS = (EXIT_PREEMPTED, EXIT_INTERRUPTED)
 
 
 def launcher_main() -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from plabel.distributed.processes import RESUMABLE_EXITS
 from plabel.sweeps.grid import Grid, Row
 
 TRAIN_PY = Path(__file__).resolve().parents[2] / "train.py"
@@ -104,7 +105,7 @@ def state_of(out: Path, row: str, seed: int, queue: Optional[dict[tuple[str, int
         return RunState(row, seed, "running" if running else "queued", f"slurm task {task} {slurm_state}")
     exit_file = log_file(out, row, seed).with_suffix(".exit")
     status = exit_file.read_text().strip() if exit_file.is_file() else ""
-    if status and status not in ("0", "75", "130"):  # 75 preempted, 130 Ctrl-C: both resume
+    if status and status not in ("0", *map(str, RESUMABLE_EXITS)):  # preempted or Ctrl-C: both resume
         return RunState(row, seed, "failed", f"exit {status}: {last_error_line(log_file(out, row, seed))}")
     checkpoints = sorted((folder / "checkpoints").glob("ckpt-*")) if folder.is_dir() else []
     if checkpoints:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from plabel.config import ConfigError
+from plabel.distributed.processes import EXIT_PREEMPTED
 from plabel.sweeps.grid import Grid
 from plabel.sweeps.runs import TRAIN_PY, log_file, train_args
 
@@ -68,10 +69,10 @@ def array_script(grid: Grid, out: Path, tasks_file: Path, tasks: list[tuple[str,
         "trap 'stopped=1; kill -TERM $child 2>/dev/null' TERM",
         'while kill -0 "$child" 2>/dev/null; do wait "$child"; done',
         'wait "$child"; status=$?',
-        "# What --status reads: a requeued task runs again (no exit status); a stopped one is recorded as 75,",
+        f"# What --status reads: a requeued task runs again (no exit status); a stopped one is recorded as {EXIT_PREEMPTED},",
         "# plabel's stopped-on-request status (accelerate launch turns it into 1): interrupted, not failed.",
         "recorded=$status",
-        "if ((stopped && status != 0)); then recorded=75; fi",
+        f"if ((stopped && status != 0)); then recorded={EXIT_PREEMPTED}; fi",
         'if ! ((requeue && status != 0)); then echo "$recorded" > "${log%.log}.exit"; fi',
         'exit "$status"',
     ]

@@ -3,7 +3,7 @@
 SLURM (and most schedulers) send SIGTERM, or a requested signal such as SIGUSR1, some time
 before killing a job. The handler only sets a flag; the training loop checks it at each step
 boundary on every process (one all-reduce) so all processes stop at the same step, write one
-checkpoint and exit with EXIT_PREEMPTED.
+checkpoint and exit with EXIT_PREEMPTED (plabel/distributed/processes.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from accelerate import Accelerator
 from plabel.distributed.collectives import any_process
 from plabel.distributed.processes import EXIT_INTERRUPTED, launcher_main
 
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later" - rerun the same command to resume
 
 # What a scheduler sends before it kills a job; loader workers are forked with them blocked
 # (trainer/setup.py) so that only the training process acts on them.

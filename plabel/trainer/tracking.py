@@ -199,7 +199,7 @@ class RunLogger:
         self.accelerator.end_training()
 
     def _finish_trackers(self, preempted: bool) -> None:
-        from plabel.trainer.faults import EXIT_PREEMPTED
+        from plabel.distributed.processes import EXIT_PREEMPTED
 
         for tracker in self.accelerator.trackers:
             try:
