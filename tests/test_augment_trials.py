@@ -55,7 +55,9 @@ def test_the_trials_run_on_two_processes_and_print_one_choice(reference):
 
 # The last: killed in round 0's second training (every labeled image, data.val_scope round0), after
 # its epoch-end checkpoint at step 3: the rerun keeps the choice and temperature and resumes there.
-@pytest.mark.parametrize("fault", ["trial:none:4@1:kill", "trial:light:3@0:term", "step:4@0:kill"])
+# A kill inside a trial is -m slow (CI time): the preemption signal inside one is redone the same way and
+# also says so.
+@pytest.mark.parametrize("fault", [pytest.param("trial:none:4@1:kill", marks=pytest.mark.slow), "trial:light:3@0:term", "step:4@0:kill"])
 def test_a_run_stopped_inside_a_trial_redoes_them_to_the_same_result(tmp_path, reference, fault):
     out = tmp_path / "run"
     stopped = launch(out, fault)

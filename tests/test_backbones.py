@@ -25,7 +25,7 @@ def _ok(proc):
 @pytest.mark.parametrize(
     "name, processes, expect",
     [
-        ("timm/test_resnet", 1, "model timm/test_resnet: input 1x28x28"),  # in_chans follows the data
+        pytest.param("timm/test_resnet", 1, "model timm/test_resnet: input 1x28x28", marks=pytest.mark.slow),  # in_chans follows the data; the 2-process case below is the default run's
         ("timm/test_resnet", 2, "model timm/test_resnet: input 1x28x28"),
         ("torchvision/mobilenet_v3_small", 1, "input 3x28x28 (grey images repeated to 3 channels)"),
         pytest.param("torchvision/mobilenet_v3_small", 2, "input 3x28x28 (grey images repeated to 3 channels)", marks=pytest.mark.slow),

@@ -25,7 +25,8 @@ def _run(out, processes: int, backend: str, fault: str | None = None) -> subproc
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("processes", [1, 2])
+# Two processes: -m slow (CI time, 40 s); one process compiles, trains, and resumes the same way.
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_a_compiled_run_trains_and_resumes_identically(tmp_path, processes, backend):
     whole = _run(tmp_path / "whole", processes, backend)
     assert whole.returncode == 0, whole.stderr[-3000:]

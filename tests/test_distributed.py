@@ -35,7 +35,7 @@ def _select_on_ranks(accelerator):
     return out
 
 
-@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("world", [pytest.param(2, marks=pytest.mark.slow), 3])  # 3: unequal shares; 2 is -m slow
 def test_selection_identical_to_single_process_on_odd_pool(world):
     per_rank = run_processes(_select_on_ranks, world)
     for case_index, (pool_size, percent, balanced) in enumerate(CASES):

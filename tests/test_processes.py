@@ -126,6 +126,7 @@ def test_a_second_launch_on_a_live_run_folder_is_refused_and_a_dead_ones_lock_is
     assert again.returncode == 0, again.stderr[-3000:]
 
 
+@pytest.mark.slow  # CI time: tests/test_failures.py's Ctrl-C test sends SIGTERM to a one-process `plabel launch` too
 def test_sigterm_to_a_one_process_launcher_checkpoints_and_stops_the_worker(tmp_path):
     out = tmp_path / "run"
     proc = _start(out, 1)
@@ -134,7 +135,7 @@ def test_sigterm_to_a_one_process_launcher_checkpoints_and_stops_the_worker(tmp_
         seen += line
         if "checkpoint (epoch end)" in line:
             break
-    os.kill(proc.pid, signal.SIGTERM)  # the launcher alone: it dies at once and does not forward signals
+    os.kill(proc.pid, signal.SIGTERM)  # one process started as `python train.py`: the signal reaches the run itself
     assert _wait_gone(out, 10.0) == []
     state = json.loads(sorted((out / "checkpoints").glob("ckpt-*/plabel_state.json"))[-1].read_text())
     assert state["position"]["global_step"] >= 12  # the worker wrote a checkpoint past the one we waited for

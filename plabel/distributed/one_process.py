@@ -23,7 +23,9 @@ FORWARDED = (signal.SIGTERM, signal.SIGUSR1)
 
 def run_child(cmd: list[str], current_env: dict[str, str], quiet: bool = False) -> None:
     """Run ``cmd`` as accelerate's one-process launcher does (same command and environment), and
-    raise ``CalledProcessError`` with its exit status when it fails, as accelerate does."""
+    raise ``CalledProcessError`` with its exit status when it fails. ``quiet`` (``--quiet``) is
+    taken for accelerate's signature and changes nothing: accelerate would exit 1 instead, but
+    ``plabel launch`` passes the run's own status on (75 and 130 say "rerun to resume")."""
     process = subprocess.Popen(cmd, env=current_env)
 
     def forward(signum: int, frame: Optional[FrameType]) -> None:

@@ -9,6 +9,7 @@ checkpoint and exit with EXIT_PREEMPTED (plabel/distributed/processes.py).
 from __future__ import annotations
 
 import faulthandler
+import functools
 import os
 import signal
 import sys
@@ -43,10 +44,7 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
         _signal_received = signum
 
 
-_second_press_line = ""
-
-
-def _interrupt_handler(signum: int, frame: Optional[FrameType]) -> None:
+def _interrupt_handler(prog: str, signum: int, frame: Optional[FrameType]) -> None:
     # The first Ctrl-C stops the run as a preemption does (a checkpoint at the next step, then one
     # line). A second one stops at once: os._exit, because a KeyboardInterrupt raised wherever the
     # process stands (a loader worker handing over a batch) left tracebacks from other threads.
@@ -57,7 +55,8 @@ def _interrupt_handler(signum: int, frame: Optional[FrameType]) -> None:
         import multiprocessing
 
         if launcher_main():
-            print(_second_press_line, file=sys.stderr, flush=True)
+            print(f"{prog}: interrupted again: stopped at once; the newest checkpoint in the run folder is kept; "
+                  "run the same command again to resume from it", file=sys.stderr, flush=True)
         for child in multiprocessing.active_children():  # loader workers would linger up to 5 s
             child.kill()
         sys.stdout.flush()
@@ -74,13 +73,10 @@ def interrupt_stops_the_run(prog: str) -> Iterator[None]:
     """Ctrl-C as a stop request while the ``prog`` command runs; the previous handler comes back
     after it (a test or script calling the command in-process keeps its KeyboardInterrupt, and
     :func:`plabel.trainer.run.run` called from Python never takes it over)."""
-    global _second_press_line
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
-    _second_press_line = (f"{prog}: interrupted again: stopped at once; the newest checkpoint in the run folder is kept; "
-                          "run the same command again to resume from it")
-    previous = signal.signal(signal.SIGINT, _interrupt_handler)
+    previous = signal.signal(signal.SIGINT, functools.partial(_interrupt_handler, prog))
     try:
         yield
     finally:
