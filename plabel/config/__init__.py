@@ -1,4 +1,4 @@
-"""The run configuration: the schema (``schema.py``), loading and checking it (``load.py``), and
+"""The run configuration: the schema (``schema.py``, its sections in ``*_schema.py``), loading and checking it (``load.py``), and
 the command line built from it (``args.py``)."""
 
 from plabel.config.load import config_from_dict, diff_configs, flatten, iter_fields, load_config, parse_value

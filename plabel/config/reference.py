@@ -14,7 +14,7 @@ from plabel.config.schema import RunConfig
 
 _INTRO = """# Configuration reference
 
-Every option of `train.py` (and `plabel train`), generated from `plabel/config/schema.py` by
+Every option of `train.py` (and `plabel train`), generated from `plabel/config/schema.py` (and its sections) by
 `python -m plabel.config.reference > docs/configuration.md`; a test fails when this page and the
 schema disagree. Give an option as `--section.name VALUE` (hyphens also work: `--train.batch-size`),
 as `section.name=VALUE`, or in a YAML file passed with `--config` (precedence: defaults < file <
