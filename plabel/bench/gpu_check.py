@@ -101,7 +101,7 @@ def _speed_case(cfg: argparse.Namespace, name: str, size: int, batch: int, preci
     """One model/precision/compile: train and score throughput, plabel vs bare, alternating."""
     from accelerate.state import AcceleratorState, PartialState
 
-    from plabel.bench.speed import interleaved, paired_ratios
+    from plabel.bench.timing import interleaved, paired_ratios
     from plabel.config import PseudoConfig, RunConfig, TrainConfig
     from plabel.data.splits import IndexedImages
     from plabel.data.transforms import build_transform, plain_spec
@@ -257,7 +257,7 @@ def stage_data(cfg: argparse.Namespace, accelerator: Accelerator) -> dict[str, A
         import datasets  # noqa: F401
     except ModuleNotFoundError:
         return {"ok": False, "skipped": "the datasets package is missing (carry its wheel)"}
-    from plabel.bench.speed import build_pool_dataset
+    from plabel.bench.digits import build_pool_dataset
     from plabel.config import SourceConfig
     from plabel.data.sources import open_source
     from plabel.data.splits import IndexedImages

@@ -28,200 +28,30 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
 import itertools
 import math
 import os
-import shutil
 import statistics
-import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset
 
-from plabel.bench.processes import run_processes
-from plabel.bench.select import digest, peak_rss_mib
-from plabel.config import PseudoConfig, RunConfig, SourceConfig
+from plabel.bench.common import EPS, autocast, channels, input_transform, seeded_model
+from plabel.bench.digits import NUM_CLASSES, synthetic_source
+from plabel.bench.speed_pool import bench_pool
+from plabel.bench.timing import interleaved, machine_line, median_total, paired_ratios, table, verdict
+from plabel.config import PseudoConfig, RunConfig
 from plabel.config.args import SpellingsParser
-from plabel.config.model_names import check_model_name
-from plabel.data.sources import TensorImageSource, open_embedded, open_source
 from plabel.data.splits import IndexedImages
-from plabel.data.transforms import build_transform, plain_spec, source_transform
-from plabel.distributed.sharded_selection import all_gather_selected, select_pseudo_labels_sharded
-from plabel.models import build_model
-from plabel.models.prepare import model_channels
 from plabel.trainer.loop import RoundPosition, TrainPlan, make_train_loader, train_round
 from plabel.trainer.scoring_pass import ScorePlan, score_shard
 from plabel.trainer.setup import LoaderOptions, make_optimizer
 
 TARGET_RATIO = 0.95
-TARGET_RSS_MIB = 2048
-EPS = 1e-10  # PseudoConfig.eps's default
-NUM_CLASSES = 10
-MAX_SHIFT = 3
-CHUNK = 10_000  # digits generated (and, for the pool, written) per piece
-
-
-# ---------------------------------------------------------------------------------------------
-# Synthetic MNIST-like digits.
-
-
-def _base_digits() -> tuple[np.ndarray, np.ndarray]:
-    source = open_embedded()
-    return source.images[:, 0].numpy(), source.labels.numpy()
-
-
-def _digit_chunk(base: tuple[np.ndarray, np.ndarray], seed: int, chunk: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Chunk ``chunk`` of the synthetic set: uint8 (size, 28, 28) and int64 (size,); a function
-    of (seed, chunk) only, so the pool reads the same digits however it was built."""
-    images, labels = base
-    rng = np.random.default_rng([seed, chunk])
-    pick = rng.integers(len(labels), size=size)
-    m = MAX_SHIFT
-    padded = np.pad(images[pick], ((0, 0), (m, m), (m, m)))
-    dy, dx = rng.integers(0, 2 * m + 1, size=(2, size))
-    rows = (np.arange(28)[None, :] + dy[:, None])[:, :, None]  # (size, 28, 1)
-    cols = (np.arange(28)[None, :] + dx[:, None])[:, None, :]  # (size, 1, 28)
-    shifted = padded[np.arange(size)[:, None, None], rows, cols]
-    gain = rng.uniform(0.6, 1.0, size=(size, 1, 1))
-    return np.rint(shifted * gain).astype(np.uint8), labels[pick].astype(np.int64)
-
-
-def synthetic_source(n: int, seed: int) -> TensorImageSource:
-    """``n`` digits in memory, the way plabel holds embedded MNIST and idx files."""
-    base = _base_digits()
-    parts = [_digit_chunk(base, seed, c, min(CHUNK, n - c * CHUNK)) for c in range(math.ceil(n / CHUNK))]
-    images = torch.from_numpy(np.concatenate([p[0] for p in parts])).unsqueeze(1)
-    labels = torch.from_numpy(np.concatenate([p[1] for p in parts]))
-    return TensorImageSource(images, labels, NUM_CLASSES, f"synthetic digits ({n})")
-
-
-def _digit_rows(chunks: list[int], n: int, seed: int) -> Iterator[dict[str, Any]]:
-    """Rows for ``Dataset.from_generator``: one chunk in memory at a time."""
-    base = _base_digits()
-    for chunk in chunks:
-        images, labels = _digit_chunk(base, seed, chunk, min(CHUNK, n - chunk * CHUNK))
-        for image, label in zip(images, labels):
-            yield {"image": image, "label": int(label)}
-
-
-def build_pool_dataset(data_dir: str, n: int, seed: int, processes: int) -> tuple[Path, float | None]:
-    """The save_to_disk folder of ``n`` digits, and its build time (None when it was cached).
-
-    Laid out like the hub's MNIST: an ``Image`` column (PNG bytes) and a ``ClassLabel``. Through
-    plabel's HF source a PNG row decodes faster than a uint8 ``Array2D`` row, which comes back
-    as nested Python lists. Written to a side folder and renamed, so an interrupted build is
-    never mistaken for a finished one.
-    """
-    import datasets
-
-    path = Path(data_dir).expanduser() / f"digits-{n}-seed{seed}"
-    if (path / "state.json").is_file():
-        return path, None
-    partial, cache = path.with_name(path.name + ".partial"), path.with_name(path.name + ".cache")
-    for stale in (partial, cache):
-        shutil.rmtree(stale, ignore_errors=True)
-    features = datasets.Features(
-        {"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(d) for d in range(NUM_CLASSES)])}
-    )
-    chunks = list(range(math.ceil(n / CHUNK)))
-    started = time.perf_counter()
-    dataset = datasets.Dataset.from_generator(
-        _digit_rows, features=features, gen_kwargs={"chunks": chunks, "n": n, "seed": seed},
-        cache_dir=str(cache), num_proc=max(1, min(processes, len(chunks))),
-    )
-    dataset.save_to_disk(str(partial))
-    del dataset
-    shutil.rmtree(cache, ignore_errors=True)
-    partial.rename(path)
-    return path, time.perf_counter() - started
-
-
-# ---------------------------------------------------------------------------------------------
-# Shared pieces.
-
-
-def channels(name: str) -> int:
-    """Channels ``--model`` takes for the grey digits, as a run decides (torchvision's: 3, grey repeated)."""
-    return model_channels(check_model_name(name).library, False, None, 1)
-
-
-def input_transform(cfg: argparse.Namespace, augment: str, train: bool) -> Any:
-    """The digits (28x28) as the model takes them: resized to ``--image-size`` when it differs."""
-    size = cfg.image_size
-    return build_transform(1, plain_spec(channels(cfg.model), (size, size)), augment, train, resize=size != 28)
-
-
-def seeded_model(name: str, channels_last: bool, seed: int) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = build_model(name, channels(name), NUM_CLASSES)
-    return model.to(memory_format=torch.channels_last) if channels_last else model
-
-
-def autocast(device: torch.device, mixed_precision: str) -> torch.autocast:
-    """What a bare loop would write; plabel's paths use ``accelerator.autocast`` instead."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
-
-
-def interleaved(paths: dict[str, Callable[[Any], Any]], pieces: list[Any], repeats: int) -> dict[str, list[list[float]]]:
-    """``times[name][repeat][piece]``: wall time of each path on each piece of work.
-
-    Every path runs on a piece before the next piece starts, and the order of the paths reverses
-    from one piece to the next, so a change in machine load (this machine is shared) hits the
-    measurements being compared alike; paths compared with each other should be neighbours.
-    """
-    times: dict[str, list[list[float]]] = {name: [] for name in paths}
-    names, turn = list(paths), 0
-    for _ in range(repeats):
-        for name in names:
-            times[name].append([])
-        for piece in pieces:
-            for name in names if turn % 2 == 0 else names[::-1]:
-                gc.collect()
-                started = time.perf_counter()
-                paths[name](piece)
-                times[name][-1].append(time.perf_counter() - started)
-            turn += 1
-    return times
-
-
-def median_total(times: list[list[float]]) -> float:
-    """Median over repeats of one path's time for all pieces."""
-    return statistics.median(sum(pieces) for pieces in times)
-
-
-def paired_ratios(baseline: list[list[float]], path: list[list[float]]) -> list[float]:
-    """Baseline time / path time for every piece (> 1: the path is faster); report the median."""
-    return [b / p for bs, ps in zip(baseline, path) for b, p in zip(bs, ps)]
-
-
-def machine_line(device: str, threads: int, load: float) -> str:
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        "unknown CPU",
-    ) if Path("/proc/cpuinfo").is_file() else "unknown CPU"
-    return (
-        f"machine: {os.cpu_count()} CPUs ({cpu}), torch {torch.__version__}, device {device}, "
-        f"{threads} torch thread(s) per process, 1-min load average {load:.2f} at start"
-    )
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "**NOT met**"
-
-
-def _table(columns: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
 # ---------------------------------------------------------------------------------------------
 # scoring
 
@@ -279,7 +109,7 @@ def bench_scoring(cfg: argparse.Namespace) -> None:
         f"repeat(s) of {len(pieces)} piece(s) of <= {cfg.segment_batches} batches, paths interleaved per piece"
     )
     print(machine_line(str(device), torch.get_num_threads(), cfg.load_at_start) + "\n")
-    print(_table(["path", "batch", "samples/s (median)", "ms/batch", "x bare (median of paired pieces)"], rows))
+    print(table(["path", "batch", "samples/s (median)", "ms/batch", "x bare (median of paired pieces)"], rows))
     print(
         f"\nscore_shard / bare = {ratio:.3f} (target >= {TARGET_RATIO}: {verdict(ratio >= TARGET_RATIO)}); "
         f"paired ratios span {min(pairs):.3f}-{max(pairs):.3f} over {len(pairs)} pieces; "
@@ -401,91 +231,12 @@ def bench_train(cfg: argparse.Namespace) -> None:
         f"{cfg.repeats} repeat(s), paths interleaved"
     )
     print(machine_line(str(accelerator.device), torch.get_num_threads(), cfg.load_at_start) + "\n")
-    print(_table(["path", "images/step", "images/s (median)", "ms/step", "x plain step (median of paired repeats)"], rows))
+    print(table(["path", "images/step", "images/s (median)", "ms/step", "x plain step (median of paired repeats)"], rows))
     print(
         f"\ntrain_round ({cfg.batch_size} + {cfg.pseudo_batch_size}) / plain step = {ratio:.3f} "
         f"(target >= {TARGET_RATIO}: {verdict(ratio >= TARGET_RATIO)}); paired ratios span "
         f"{min(pairs):.3f}-{max(pairs):.3f}; loading is {100 * loading_share:.0f}% of a train_round step; "
         f"load average at end {os.getloadavg()[0]:.2f}",
-        flush=True,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# pool
-
-
-def _pool_task(accelerator: Accelerator, cfg: argparse.Namespace, path: str) -> dict[str, Any]:
-    """One process: open the HF folder, score its shard, run the sharded selection."""
-    started_rss = peak_rss_mib()
-    source = open_source(SourceConfig(source="hf", name=path), "data.train")
-    transform = source_transform(source, plain_spec(channels(cfg.model), (28, 28)), "none", train=False)
-    pool = IndexedImages(source, torch.arange(len(source)), transform)
-    model = accelerator.prepare(seeded_model(cfg.model, cfg.channels_last, cfg.seed))
-    options = LoaderOptions(channels_last=cfg.channels_last)
-    opened_rss = peak_rss_mib()
-    score_times, select_times, selected, shard = [], [], "", 0
-    for _ in range(cfg.repeats):
-        gc.collect()
-        accelerator.wait_for_everyone()
-        started = time.perf_counter()
-        index, columns = score_shard(accelerator, model, pool, ScorePlan(cfg.batch_size, EPS, options))
-        score_times.append(time.perf_counter() - started)
-        accelerator.wait_for_everyone()
-        started = time.perf_counter()
-        local_idx, local_labels = select_pseudo_labels_sharded(
-            accelerator, index, columns["entropy"], columns["prediction"], pool_size=len(pool), percent=cfg.percent,
-            num_classes=NUM_CLASSES, class_balanced=cfg.class_balanced,
-        )
-        selection = all_gather_selected(accelerator, local_idx, local_labels)
-        select_times.append(time.perf_counter() - started)
-        selected, shard = digest(selection.indices, selection.labels), len(index)
-        del index, columns, selection  # before the next repeat allocates its own
-    return dict(
-        score=score_times, select=select_times, started_rss=started_rss, opened_rss=opened_rss,
-        peak_rss=peak_rss_mib(), shard=shard, selected=selected,
-    )
-
-
-def _folder_mib(path: Path) -> float:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
-
-
-def bench_pool(cfg: argparse.Namespace) -> None:
-    path, built = build_pool_dataset(cfg.data_dir, cfg.n, cfg.seed, cfg.build_processes)
-    print(
-        f"bench_speed pool: {cfg.n:,} digits in {path} ({_folder_mib(path):.0f} MiB on disk, Image/PNG column; "
-        + (f"built in {built:.0f} s" if built is not None else "cached")
-        + f"); {cfg.model}, batch {cfg.batch_size}, mixed precision {cfg.mixed_precision}, channels_last "
-        f"{cfg.channels_last}; {'class-balanced' if cfg.class_balanced else 'global'} selection of {cfg.percent:g}%; "
-        f"median of {cfg.repeats} repeat(s) of the slowest process",
-        flush=True,
-    )
-    print(machine_line(f"cpu ({cfg.processes} gloo processes)", 1, cfg.load_at_start) + "\n", flush=True)
-    started = time.perf_counter()
-    per_rank = run_processes(_pool_task, cfg.processes, cfg, str(path), timeout=cfg.timeout, mixed_precision=cfg.mixed_precision)
-    wall = time.perf_counter() - started
-    score = statistics.median(max(ts) for ts in zip(*(r["score"] for r in per_rank)))
-    select = statistics.median(max(ts) for ts in zip(*(r["select"] for r in per_rank)))
-    peaks = [r["peak_rss"] for r in per_rank]
-    peak_cell = " / ".join(f"{p:.0f}" for p in peaks)
-    started_cell = " / ".join(f"{r['started_rss']:.0f}" for r in per_rank)
-    opened_cell = " / ".join(f"{r['opened_rss']:.0f}" for r in per_rank)
-    rows = [
-        [f"{cfg.n:,}", str(cfg.processes), "score_shard (PNG decode + transform + forward)", f"{score:.1f}",
-         f"{cfg.n / score:.0f}", f"{cfg.n / score / cfg.processes:.0f}", started_cell, opened_cell, peak_cell],
-        ["", "", "select_pseudo_labels_sharded + all_gather_selected", f"{select:.2f}", "", "", "", "", ""],
-        ["", "", "**score + select**", f"{score + select:.1f}", f"{cfg.n / (score + select):.0f}",
-         f"{cfg.n / (score + select) / cfg.processes:.0f}", "", "", ""],
-    ]
-    # RSS at start is torch + torchvision + datasets imported (~1 GiB with CUDA builds of torch).
-    print(_table(["N", "processes", "phase", "median s", "samples/s", "samples/s/proc", "RSS at start MiB",
-                  "RSS after open MiB", "peak RSS MiB"], rows))
-    print(
-        f"\npeak RSS per process < {TARGET_RSS_MIB} MiB: {verdict(max(peaks) < TARGET_RSS_MIB)}; selected "
-        f"{per_rank[0]['selected'].split(':')[0]} samples, same on every process: "
-        f"{'yes' if len({r['selected'] for r in per_rank}) == 1 else '**NO**'}; process wall time "
-        f"{wall:.0f} s (start-up included); load average at end {os.getloadavg()[0]:.2f}",
         flush=True,
     )
 

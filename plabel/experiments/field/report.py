@@ -145,7 +145,7 @@ def precision_table(cells: dict[tuple[str, int, str], Cell], reference: str, twi
         if seeds:
             rows.append((name, budget, seeds, round_precisions(cell, seeds), round_precisions(rnd, seeds)))
     width = max((len(a) for *_, a, _ in rows), default=0)
-    lines = [f"| set | labels/class | seeds | " + " | ".join(f"round {i}: {reference} / random" for i in range(1, width + 1)) + " |",
+    lines = ["| set | labels/class | seeds | " + " | ".join(f"round {i}: {reference} / random" for i in range(1, width + 1)) + " |",
              "|---|---|---|" + "---|" * width]
     for name, budget, seeds, ours, theirs in rows:
         pairs = [f"{a:.2f} / {b:.2f} ({a - b:+.1f})" if a is not None and b is not None else "-"
