@@ -56,9 +56,16 @@ def _check_outputs(out: Path, processes: int):
     return summary
 
 
-def test_train_one_process_writes_outputs(tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory):
+    """The tiny run on one process, loading in the training process (read, never written, by the tests)."""
+    out = tmp_path_factory.mktemp("one") / "run"
     proc = run_train([*TINY, "--tracking.mode", "disabled", "--output_dir", str(out)])
+    return out, proc
+
+
+def test_train_one_process_writes_outputs(one_process_run):
+    out, proc = one_process_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     _check_outputs(out, 1)
     assert "round | k%" in proc.stdout and "baseline" in proc.stdout
@@ -152,17 +159,18 @@ def test_tracker_gets_config_and_per_round_keys_from_main_process_only(tmp_path)
     assert alphas and set(alphas) == {1.0}  # since 0.3 alpha is constant: full weight from a round's first step
 
 
-def test_loader_workers_do_not_change_results(tmp_path):
+def test_loader_workers_do_not_change_results(tmp_path, one_process_run):
     """Augmentation is seeded per draw, not by the process RNG: worker processes (persistent or
-    not) see the same randomness as loading in the training process."""
-    summaries = []
-    for name, extra in (("inline", []), ("workers", ["--data.num_workers", "2", "--data.persistent_workers", "true"])):
-        out = tmp_path / name
-        proc = run_train([*TINY, "--tracking.mode", "disabled", "--output_dir", str(out), *extra])
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        summaries.append(json.loads((out / "summary.json").read_text())["rounds"])
-        summaries.append((out / "pseudo_labels_round02.csv").read_text())
-    assert summaries[0] == summaries[2] and summaries[1] == summaries[3]
+    not) see the same randomness as loading in the training process (the one-process run)."""
+    inline, inline_proc = one_process_run
+    assert inline_proc.returncode == 0, inline_proc.stderr[-3000:]
+    out = tmp_path / "workers"
+    proc = run_train([*TINY, "--tracking.mode", "disabled", "--output_dir", str(out), "--data.num_workers", "2",
+                      "--data.persistent_workers", "true"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "num_workers: 2" in (out / "config.yaml").read_text()
+    assert json.loads((out / "summary.json").read_text())["rounds"] == json.loads((inline / "summary.json").read_text())["rounds"]
+    assert (out / "pseudo_labels_round02.csv").read_text() == (inline / "pseudo_labels_round02.csv").read_text()
 
 
 def _crash_then_resume_with_recorders(accelerator, out_dir):
