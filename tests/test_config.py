@@ -67,6 +67,19 @@ def test_bad_values_name_the_field(overrides, field):
     assert "\n" not in message
 
 
+def test_fewer_rounds_than_the_default_schedule_shows_the_list_to_give():
+    """`--pseudo.rounds 2` alone meets the default 4-value k schedule: the line names the values and
+    spells a list the way a shell passes it."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(None, {"pseudo.rounds": 2})
+    assert str(raised.value) == (
+        "pseudo.top_k_percent: has 4 values (60, 80, 90, 95) but pseudo.rounds is 2; give one per round "
+        "(--pseudo.top_k_percent '[60, 80]') or a single number"
+    )
+    cfg, _ = resolve_config(["--pseudo.rounds", "2", "--pseudo.top_k_percent", "[60, 80]"])  # the spelled form works
+    assert cfg.pseudo.top_k_percent == [60.0, 80.0]
+
+
 def test_bad_yaml_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="--config: file"):
         load_config(tmp_path / "nope.yaml")

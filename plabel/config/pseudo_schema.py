@@ -116,8 +116,12 @@ class PseudoConfig:
         ks = self.top_k_percent if isinstance(self.top_k_percent, list) else [self.top_k_percent]
         # rounds 0 is the supervised baseline alone: no k is used, so the default list is no error.
         if isinstance(self.top_k_percent, list) and len(ks) != self.rounds and self.rounds > 0:
+            # The fix spelled out: on a command line a list is one quoted word (the schedule cut or
+            # its last value repeated, only to show the form).
+            example = ", ".join(f"{k:g}" for k in (ks + ks[-1:] * self.rounds)[: self.rounds])
             raise ConfigError(
-                f"pseudo.top_k_percent: has {len(ks)} values but pseudo.rounds is {self.rounds}; give one per round or a single number"
+                f"pseudo.top_k_percent: has {len(ks)} values ({', '.join(f'{k:g}' for k in ks)}) but pseudo.rounds is "
+                f"{self.rounds}; give one per round (--pseudo.top_k_percent '[{example}]') or a single number"
             )
         if self.min_precision is not None and not 0 < self.min_precision < 1:
             raise ConfigError(f"pseudo.min_precision: must be in (0, 1), got {self.min_precision}")
