@@ -16,6 +16,7 @@ import torch
 from helpers import ROOT, TINY, communicate_or_dump, launch_command, subprocess_env, tiny
 
 from plabel.commands.train import train_main
+from plabel.config.schema import RunConfig
 from plabel.trainer.checkpointer import list_checkpoints
 
 
@@ -281,17 +282,14 @@ def test_preemption_signal_checkpoints_and_resumes(tmp_path, how):
     args = [*LONG, "--output_dir", str(out), *(["--data.num_workers", "1"] if "workers" in how else [])]
     proc = _launch(args)
     _wait_for(proc, "round 0 done")
-    sent = time.time()
     if how.startswith("SIGTERM"):
         proc.send_signal(signal.SIGTERM)
         proc.send_signal(signal.SIGTERM)  # a second signal during the save changes nothing
     else:
         ranks = sorted(_workers(proc), key=lambda p: p.environ().get("RANK", ""))
         ranks[1].send_signal(signal.SIGUSR1)
-    rest = communicate_or_dump(proc, 120)
-    elapsed = time.time() - sent
+    rest = communicate_or_dump(proc, 120)  # a guard against a hang, not a clock: promptness is the step below
     assert proc.returncode != 0
-    assert elapsed < 60, f"took {elapsed:.1f} s to stop"
     newest = list_checkpoints(out)[0]
     state = json.loads((newest / "plabel_state.json").read_text())
     # Stopped inside round 1, or exactly at the end of round 0 if the signal beat its last check.
@@ -395,10 +393,11 @@ def test_a_process_leaving_with_a_loader_still_iterating_exits():
 
 def test_one_failing_process_ends_the_job_quickly(tmp_path):
     proc = _launch([*LONG, "--output_dir", str(tmp_path / "run")], fault="step:5@1:raise")
-    started = time.time()
-    log = proc.communicate(timeout=300)[0]
-    elapsed = time.time() - started
+    # Rank 0 left waiting in a collective for the failed rank would hold the job for the collective
+    # timeout: the guard, half of it, fails such a job on any machine however fast or slow.
+    assert RunConfig().collective_timeout_s >= 2 * 300
+    log = communicate_or_dump(proc, 300)
     assert proc.returncode != 0
     assert "injected fault at step:5 on rank 1" in log
-    assert elapsed < 90, f"job took {elapsed:.1f} s to fail"
+    assert "round 1" not in log  # ended where rank 1 failed, not after rank 0 trained on alone
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
