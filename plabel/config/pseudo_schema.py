@@ -25,7 +25,8 @@ class PseudoConfig:
         "(-logsumexp of the logits, lowest first), disagreement (with score_views > 1: the number of views whose "
         "argmax differs from the averaged prediction, lowest first, ties by entropy; UPS-like), or random (the "
         "baseline: same counts, random samples). Entropy beat random picks only on weak teachers (MNIST at 1 and 2 "
-        "labels a class, 26-class letters at 10) and was level elsewhere: docs/results.md, 'When the selection pays'",
+        "labels a class, 26-class letters at 10; textures at 3 leaned so) and was level elsewhere: docs/results.md, "
+        "'When the selection pays'",
     )
     score_views: int = option(
         1,
