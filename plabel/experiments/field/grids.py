@@ -141,12 +141,13 @@ V033 = {"data.augment": "auto", "train.round0_epochs": 24}
 
 # Issue 37's other label budgets: 0.3.3's default and its random twin (same counts per round) where
 # the teacher is weaker or stronger than at each set's primary budget. MNIST at 1, 2, 5 and 50 per
-# class (the embedded digits, its 1,000 held-out test images); each other set at the two budgets
-# beside its primary one. Seeds 5-9: no choice was made on them. The full grid is 100 runs (MNIST's
-# took 5-8 minutes of one core each, the letters' at 30 a class 13-15: roughly a day of one core in
-# all); the rows run so far are named in docs/results.md.
-BUDGETS_OTHER = {"mnist": (1, 2, 5, 50), "letters": (3, 30), "shapes": (3, 10), "textures": (3, 30),
-                 "house": (3, 30), "colour_digits": (3, 30), "signs": (3, 30)}
+# class (the embedded digits, its 1,000 held-out test images); each other set at 3 a class, the
+# letters at 30 too. Seeds 5-9: no choice was made on them. A third budget on the five colour sets
+# (30 a class, shapes 10) is its own grid, written and cut: the issue asks for two budgets a set,
+# and those 50 runs (13-15 minutes of one core each at 30 a class) did not fit its ten hours.
+BUDGETS_OTHER = {"mnist": (1, 2, 5, 50), "letters": (3, 30), "shapes": (3,), "textures": (3,),
+                 "house": (3,), "colour_digits": (3,), "signs": (3,)}
+BUDGETS_CUT = {"shapes": (10,), "textures": (30,), "house": (30,), "colour_digits": (30,), "signs": (30,)}
 BUDGET_ARMS = {"v033": V033, "v033_random": {**V033, "pseudo.score": "random"}}
 
 GRIDS = {
@@ -193,6 +194,9 @@ GRIDS = {
     "field-budgets": lambda: grid(
         "field-budgets", "0.3.3's default and its random twin at other label budgets: does the ranking pay where the teacher is weaker (issue 37)?",
         [r for name, budgets in BUDGETS_OTHER.items() for r in rows((name,), budgets, BUDGET_ARMS)], (5, 6, 7, 8, 9), pinned={}),
+    "field-budgets-third": lambda: grid(
+        "field-budgets-third", "0.3.3's default and its random twin at a third budget on the colour sets: written, not run (cut from issue 37's map).",
+        [r for name, budgets in BUDGETS_CUT.items() for r in rows((name,), budgets, BUDGET_ARMS)], (5, 6, 7, 8, 9), pinned={}),
     "field-screen": lambda: grid(
         "field-screen", "The screen: the candidate default, its random twin, adaptive k, take-all, 0.2's k and 0.3's default (issues 32, 37).",
         [r for name, budget in PRIMARY.items() for r in rows((name,), (budget,), SCREEN)], (0, 1, 2)),
