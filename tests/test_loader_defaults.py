@@ -41,6 +41,7 @@ def test_a_closing_queue_feeder_is_waited_for_before_a_fork():
     (a fork while one exits can hang the worker inside os.fork()); live feeders are not waited on
     for long. The feeder here is held inside a send (more bytes than a pipe holds, nobody reading)
     so that it is still alive, and visibly closing, when it is looked at."""
+    import contextlib
     import multiprocessing
     import threading
 
@@ -52,6 +53,15 @@ def test_a_closing_queue_feeder_is_waited_for_before_a_fork():
     assert feeder.name == "QueueFeederThread" and not _feeder_is_closing(feeder)
     queue.close()  # the close sentinel now waits behind the send
     assert feeder.is_alive() and _feeder_is_closing(feeder)
-    threading.Timer(1.0, queue._reader.recv_bytes).start()  # let the send finish a second from now
+    def drain() -> None:
+        # Only there to let the send through: once the pipe holds the message's tail the feeder takes
+        # the close sentinel and closes the reader itself, maybe under this read (EBADF, not a failure).
+        with contextlib.suppress(OSError):
+            queue._reader.recv_bytes()
+
+    reader = threading.Timer(1.0, drain)  # let the send finish a second from now
+    reader.start()
     _let_closing_feeders_finish(live_wait_s=0.0, closing_wait_s=60.0)
     assert not feeder.is_alive()
+    reader.join(timeout=60)
+    assert not reader.is_alive()
